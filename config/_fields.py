@@ -1,0 +1,161 @@
+"""Declarations of settings and the parsers that type their values.
+
+Nothing here does I/O. A parser takes the text a source found and returns the
+typed value or raises `ValueError` with a reason that never quotes the input,
+because the caller decides whether the input may be shown.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from ._secret import Secret
+
+T = TypeVar("T")
+
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+
+
+@dataclass(frozen=True)
+class Field(Generic[T]):
+    """One setting: its canonical name, how to type it and where it may come from.
+
+    `name` is the environment variable. The secret-file and Vault key is the
+    lower-cased name (`REDIS_PASSWORD` is read from the file `redis_password`).
+    `aliases` are older environment names that are still read, after `name`.
+    """
+
+    name: str
+    parse: Callable[[str], T]
+    default: T
+    help: str
+    secret: bool = False
+    aliases: tuple[str, ...] = ()
+    # Bootstrap settings say where the other settings come from, so they are
+    # read from the process environment only.
+    env_only: bool = False
+    # Settings that configure Vault cannot come from Vault itself.
+    vault: bool = True
+    choices: tuple[str, ...] = field(default=())
+
+    @property
+    def key(self) -> str:
+        """The file name and Vault key for this setting."""
+        return self.name.lower()
+
+
+def parse_str(text: str) -> str:
+    return text
+
+
+def parse_nonempty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+def parse_secret(text: str) -> Secret:
+    if text == "":
+        raise ValueError("is empty")
+    return Secret(text)
+
+
+def parse_bool(text: str) -> bool:
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    accepted = ", ".join(TRUE_WORDS + FALSE_WORDS)
+    raise ValueError(f"is not a boolean (accepted: {accepted}, in any case)")
+
+
+def parse_int(text: str) -> int:
+    try:
+        return int(text.strip(), 10)
+    except ValueError:
+        raise ValueError("is not an integer") from None
+
+
+def int_in_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        number = parse_int(text)
+        if number < low or (high is not None and number > high):
+            bound = f"from {low} to {high}" if high is not None else f">= {low}"
+            raise ValueError(f"is out of range (expected an integer {bound})")
+        return number
+
+    return parse
+
+
+def parse_port(text: str) -> int:
+    try:
+        return int_in_range(1, 65535)(text)
+    except ValueError as error:
+        raise ValueError(f"{error}; a TCP port is 1 to 65535") from None
+
+
+def positive_float(text: str) -> float:
+    try:
+        number = float(text.strip())
+    except ValueError:
+        raise ValueError("is not a number") from None
+    if not number > 0 or number == float("inf"):
+        raise ValueError("must be a positive, finite number of seconds")
+    return number
+
+
+def choice(*words: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        word = text.strip().lower()
+        if word not in words:
+            raise ValueError(f"is not one of: {', '.join(words)}")
+        return word
+
+    return parse
+
+
+def parse_log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in logging.getLevelNamesMapping():
+        names = "DEBUG, INFO, WARNING, ERROR, CRITICAL"
+        raise ValueError(f"is not a log level (expected one of {names})")
+    return level
+
+
+def parse_host(text: str) -> str:
+    host = text.strip()
+    if not host:
+        raise ValueError("must not be empty")
+    if any(char.isspace() or char in "/@?#" for char in host):
+        raise ValueError("is not a host name or IP address")
+    return host
+
+
+def parse_http_url(text: str) -> str:
+    url = text.strip()
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("is not an http:// or https:// URL")
+    return url.rstrip("/")
+
+
+def parse_vault_path(text: str) -> str:
+    path = text.strip().strip("/")
+    if not path or any(part in ("", ".", "..") for part in path.split("/")):
+        raise ValueError("is not a Vault path (expected segments like app/web)")
+    return path
+
+
+def is_loopback(host: str) -> bool:
+    """Return True when `host` names only this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,198 @@
+"""Build the sources from the environment, read them, and apply precedence."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import schema as s
+from ._fields import Field, is_loopback
+from ._model import Findings, Origin, Problem
+from ._resolve import Resolved, Settings, resolve
+from ._vault import VaultConfig
+from .errors import SettingsError
+from .sources import DotenvSource, EnvSource, FileSource, VaultSource
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ORDER = ("files", "vault", "env")
+DEVELOPMENT_ORDER = ("files", "vault", "env", "dotenv")
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    fields: Sequence[Field[Any]] = s.SETTINGS,
+) -> Settings:
+    """Resolve every setting, or raise `SettingsError` listing every problem.
+
+    Nothing is written to `os.environ`: values from files, Vault and .env stay
+    in the returned object, so child processes never inherit them.
+    """
+    env = dict(os.environ if environ is None else environ)
+    boot, order = _bootstrap(env, fields)
+    findings = _read_local_sources(env, boot, order, fields)
+
+    vault = _vault_source(boot, order, findings, fields)
+    if vault is not None:
+        findings["vault"] = vault.collect(fields)
+
+    ordered = [findings[name] for name in order if name in findings]
+    rest = [f for f in fields if not f.env_only]
+    resolved, problems = resolve(rest, ordered)
+    resolved.update(boot)
+    problems += _cross_check(resolved, env)
+
+    if problems:
+        raise SettingsError(problems)
+
+    settings = Settings({f.name: resolved[f.name] for f in fields})
+    _warn_exposed_secrets(settings)
+    return settings
+
+
+def source_order(settings: Settings) -> tuple[str, ...]:
+    """Return the source order in force for a loaded `settings`."""
+    order: tuple[str, ...] | None = settings[s.CONFIG_SOURCES]
+    if order is not None:
+        return order
+    if settings[s.APP_ENV] == "development":
+        return DEVELOPMENT_ORDER
+    return DEFAULT_ORDER
+
+
+def _bootstrap(
+    env: Mapping[str, str], fields: Sequence[Field[Any]]
+) -> tuple[dict[str, Resolved], tuple[str, ...]]:
+    boot_fields = [f for f in fields if f.env_only]
+    boot, problems = resolve(boot_fields, [EnvSource(env).collect(boot_fields)])
+    if problems:
+        raise SettingsError(problems)
+
+    order = source_order(Settings(boot))
+    return boot, order
+
+
+def _read_local_sources(
+    env: Mapping[str, str],
+    boot: Mapping[str, Resolved],
+    order: Sequence[str],
+    fields: Sequence[Field[Any]],
+) -> dict[str, Findings]:
+    findings: dict[str, Findings] = {}
+    variables: dict[str, str] = dict(env)
+
+    if "dotenv" in order:
+        dotenv = DotenvSource(Path(boot[s.DOTENV_PATH.name].value))
+        findings["dotenv"] = dotenv.collect(fields)
+        # `<NAME>_FILE` may come from .env too, below the real environment.
+        variables = {**dotenv.values, **env}
+    if "files" in order:
+        directory = Path(boot[s.SECRETS_DIR.name].value)
+        findings["files"] = FileSource(directory, variables).collect(fields)
+    if "env" in order:
+        usable = [f for f in fields if not f.env_only]
+        findings["env"] = EnvSource(env).collect(usable)
+
+    return findings
+
+
+def _vault_source(
+    boot: Mapping[str, Resolved],
+    order: Sequence[str],
+    findings: Mapping[str, Findings],
+    fields: Sequence[Field[Any]],
+) -> VaultSource | None:
+    """Resolve the Vault connection settings from the other sources."""
+    if "vault" not in order:
+        return None
+
+    vault_fields = [f for f in fields if not f.vault and not f.env_only]
+    ordered = [findings[name] for name in order if name in findings]
+    resolved, problems = resolve(vault_fields, ordered)
+    if problems or resolved[s.VAULT_ADDR.name].value is None:
+        # Problems are reported again, with the rest, by the full resolve.
+        return None
+
+    def value(fld: Field[Any]) -> Any:
+        return resolved[fld.name].value
+
+    config = vault_config(value)
+    return VaultSource(
+        config,
+        mount=value(s.VAULT_KV_MOUNT),
+        path=value(s.VAULT_KV_PATH),
+        kv_version=value(s.VAULT_KV_VERSION),
+    )
+
+
+def vault_config(value: Any) -> VaultConfig:
+    """Build a `VaultConfig` from a getter such as `Settings.__getitem__`."""
+    return VaultConfig(
+        addr=value(s.VAULT_ADDR),
+        token=value(s.VAULT_TOKEN),
+        role_id=value(s.VAULT_ROLE_ID),
+        secret_id=value(s.VAULT_SECRET_ID),
+        approle_mount=value(s.VAULT_APPROLE_MOUNT),
+        namespace=value(s.VAULT_NAMESPACE),
+        cacert=value(s.VAULT_CACERT),
+        timeout=value(s.VAULT_TIMEOUT),
+        retry_seconds=value(s.VAULT_RETRY_SECONDS),
+    )
+
+
+def _cross_check(
+    resolved: Mapping[str, Resolved], env: Mapping[str, str]
+) -> list[Problem]:
+    """Check rules that span settings. Skips settings that failed to resolve."""
+    problems: list[Problem] = []
+    debug = resolved.get(s.APP_DEBUG.name)
+    host = resolved.get(s.HTTP_HOST.name)
+    app_env = resolved[s.APP_ENV.name].value
+
+    if debug is not None and debug.value:
+        if app_env == "production":
+            reason = (
+                "debug mode is not allowed when APP_ENV=production; "
+                "set APP_ENV=development for local debugging"
+            )
+            problems.append(Problem(s.APP_DEBUG.name, debug.origin, reason))
+        elif host is not None and not is_loopback(host.value):
+            reason = (
+                f"debug mode is not allowed with HTTP_HOST={host.value}, because "
+                "the debugger runs code sent to it; bind to 127.0.0.1"
+            )
+            problems.append(Problem(s.APP_DEBUG.name, debug.origin, reason))
+
+    if env.get("REDIS_URL"):
+        reason = (
+            "is not read: a URL would carry the password in a non-secret value; "
+            "set REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_USERNAME, REDIS_TLS and "
+            "REDIS_PASSWORD (or REDIS_PASSWORD_FILE) instead"
+        )
+        problems.append(Problem("REDIS_URL", Origin("env", "REDIS_URL"), reason))
+
+    role = resolved.get(s.VAULT_DB_ROLE.name)
+    addr = resolved.get(s.VAULT_ADDR.name)
+    if role is not None and role.value and addr is not None and not addr.value:
+        reason = "needs VAULT_ADDR, because Vault issues the Redis credentials"
+        problems.append(Problem(s.VAULT_DB_ROLE.name, role.origin, reason))
+
+    return problems
+
+
+def _warn_exposed_secrets(settings: Settings) -> None:
+    if settings[s.APP_ENV] != "production":
+        return
+    for record in settings.records():
+        if record.secret and record.origin.kind == "env":
+            logger.warning(
+                "secret read from an environment variable setting=%s: "
+                "`docker inspect` and /proc show environment variables; "
+                "use %s_FILE or a file in SECRETS_DIR instead",
+                record.name,
+                record.name,
+            )

@@ -1,0 +1,188 @@
+"""An authenticated hvac client built from resolved settings, with bounded retry.
+
+Every hvac, requests and TLS error is re-raised as `VaultError` with a message
+of ours (the address, the path, the state) and without its cause, because
+hvac's own messages can carry request bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import hvac
+import hvac.exceptions
+import requests
+
+from ._secret import Secret
+from .errors import VaultError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class VaultConfig:
+    """How to reach and log in to Vault."""
+
+    addr: str
+    token: Secret | None = None
+    role_id: str | None = None
+    secret_id: Secret | None = None
+    approle_mount: str = "approle"
+    namespace: str | None = None
+    cacert: str | None = None
+    timeout: float = 5.0
+    retry_seconds: float = 15.0
+
+    @property
+    def auth_method(self) -> str:
+        return "approle" if self.role_id else "token"
+
+    @property
+    def login_path(self) -> str:
+        if self.auth_method == "approle":
+            return f"auth/{self.approle_mount}/login"
+        return "auth/token/lookup-self"
+
+
+class Transient(VaultError):
+    """Raised for a failure that may pass: unreachable, sealed, 5xx, 429."""
+
+
+def make_client(config: VaultConfig) -> hvac.Client:
+    """Build an unauthenticated client with TLS verification set explicitly.
+
+    hvac reads VAULT_CACERT from the environment once, when it is imported, so
+    a value that arrived later (from .env or a secret file) would be ignored.
+    Passing `verify` ourselves makes the resolved setting the one in force.
+    """
+    verify: str | bool = True
+    if config.cacert:
+        if not Path(config.cacert).is_file():
+            message = f"VAULT_CACERT: CA bundle {config.cacert} does not exist"
+            raise VaultError(message)
+        verify = config.cacert
+
+    # An explicit empty token stops hvac from reading VAULT_TOKEN or
+    # ~/.vault-token behind our back.
+    return hvac.Client(
+        url=config.addr,
+        token="",
+        verify=verify,
+        timeout=config.timeout,
+        namespace=config.namespace or None,
+    )
+
+
+def login(client: hvac.Client, config: VaultConfig) -> dict[str, Any]:
+    """Authenticate `client` and return the token's auth data from Vault."""
+    if config.auth_method == "approle":
+        if config.secret_id is None:
+            raise VaultError(
+                f"vault approle login at {config.addr}/v1/{config.login_path}: "
+                "VAULT_ROLE_ID is set but no secret id was found; set "
+                "VAULT_SECRET_ID_FILE to the file holding it"
+            )
+        secret_id = config.secret_id
+        response = call(
+            config,
+            f"approle login at {config.login_path}",
+            lambda: client.auth.approle.login(
+                role_id=config.role_id,
+                secret_id=secret_id.reveal(),
+                mount_point=config.approle_mount,
+                use_token=True,
+            ),
+        )
+        auth: dict[str, Any] = response["auth"]
+        return auth
+
+    if config.token is None:
+        raise VaultError(
+            f"vault at {config.addr}: no credentials; set VAULT_TOKEN "
+            "(or VAULT_TOKEN_FILE) or VAULT_ROLE_ID with VAULT_SECRET_ID_FILE"
+        )
+    client.token = config.token.reveal()
+    response = call(
+        config, "token lookup at auth/token/lookup-self", client.auth.token.lookup_self
+    )
+    data: dict[str, Any] = response["data"]
+    return data
+
+
+def call(config: VaultConfig, action: str, request: Callable[[], T]) -> T:
+    """Run one Vault request, retrying transient failures until the deadline."""
+    deadline = time.monotonic() + config.retry_seconds
+    delay = 0.25
+    attempt = 1
+
+    while True:
+        try:
+            return translate(config, action, request)
+        except Transient as error:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise VaultError(
+                    f"{error} (gave up after {attempt} attempts)"
+                ) from None
+            logger.warning(
+                "vault request failed, retrying action=%r attempt=%d error=%s",
+                action,
+                attempt,
+                error,
+            )
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 5.0)
+            attempt += 1
+
+
+def translate(config: VaultConfig, action: str, request: Callable[[], T]) -> T:
+    """Run one Vault request and turn its failure into our error type."""
+    where = f"vault {action} at {config.addr}"
+    try:
+        return request()
+    except requests.exceptions.SSLError:
+        hint = "check VAULT_CACERT" if config.cacert else "set VAULT_CACERT"
+        raise VaultError(f"{where}: TLS verification failed; {hint}") from None
+    except requests.exceptions.ConnectionError:
+        raise Transient(f"{where}: unreachable (connection failed)") from None
+    except requests.exceptions.Timeout:
+        raise Transient(f"{where}: timed out after {config.timeout:g} s") from None
+    except hvac.exceptions.VaultDown:
+        raise Transient(f"{where}: Vault is sealed or unavailable (503)") from None
+    except (
+        hvac.exceptions.InternalServerError,
+        hvac.exceptions.BadGateway,
+        hvac.exceptions.RateLimitExceeded,
+    ) as error:
+        status = _status(error)
+        raise Transient(f"{where}: server error ({status})") from None
+    except hvac.exceptions.VaultNotInitialized:
+        raise VaultError(f"{where}: Vault is not initialized (501)") from None
+    except hvac.exceptions.Forbidden:
+        raise VaultError(
+            f"{where}: permission denied (403); the {config.auth_method} "
+            "credentials are invalid or their policy does not allow this path"
+        ) from None
+    except hvac.exceptions.Unauthorized:
+        raise VaultError(f"{where}: not authorized (401)") from None
+    except hvac.exceptions.InvalidPath:
+        raise VaultError(f"{where}: path not found (404)") from None
+    except hvac.exceptions.InvalidRequest:
+        raise VaultError(f"{where}: invalid request (400)") from None
+    except hvac.exceptions.VaultError as error:
+        raise VaultError(f"{where}: failed ({_status(error)})") from None
+
+
+def _status(error: hvac.exceptions.VaultError) -> str:
+    # The exception's text can include the request body, so report only codes.
+    errors = getattr(error, "errors", None) or ()
+    code = getattr(error, "status_code", None) or "unexpected"
+    safe = [e for e in errors if isinstance(e, str) and len(e) < 80]
+    return f"{code}: {'; '.join(safe)}" if safe else str(code)

@@ -1,0 +1,82 @@
+"""A `.env` file for local development, read with python-dotenv.
+
+Values are taken literally: no `${VAR}` expansion, so a password holding `$`
+survives as written. The file is parsed, never loaded into `os.environ`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dotenv.parser import parse_stream
+
+from .._fields import Field
+from .._model import Findings, Origin, Problem
+from .env import EnvSource
+
+logger = logging.getLogger(__name__)
+
+# python-dotenv drops ` #...` from an unquoted value as a comment.
+_UNQUOTED_COMMENT = re.compile(r"=\s*[^'\"\s][^\r\n]*\s#")
+
+
+class DotenvSource:
+    """Reads one `.env` file; a missing file is normal and yields nothing."""
+
+    name = "dotenv"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # Every binding of the last `collect`, for `<NAME>_FILE` look-ups.
+        self.values: dict[str, str] = {}
+
+    def collect(self, fields: Sequence[Field[Any]]) -> Findings:
+        origin = Origin(".env", str(self.path))
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            logger.debug("dotenv file absent path=%s", self.path)
+            return Findings(self.name)
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or "is not valid UTF-8"
+            problem = Problem(None, origin, f"cannot read {self.path}: {reason}")
+            return Findings(self.name, problems=[problem])
+
+        values: dict[str, str] = {}
+        lines: dict[str, str] = {}
+        findings = Findings(self.name)
+        secrets = {f.name for f in fields if f.secret}
+
+        for binding in parse_stream(io.StringIO(text)):
+            line = binding.original.line
+            if binding.error:
+                # Like python-dotenv, name the line but never show its content.
+                reason = f"line {line} could not be parsed"
+                findings.problems.append(Problem(None, origin, reason))
+                continue
+            if binding.key is None or binding.value is None:
+                continue
+            values[binding.key] = binding.value
+            lines[binding.key] = f"{self.path}:{line}"
+            if binding.key in secrets and _UNQUOTED_COMMENT.search(
+                binding.original.string
+            ):
+                logger.warning(
+                    "dotenv value cut at '#' setting=%s path=%s line=%d: "
+                    "quote the value to keep the text after the '#'",
+                    binding.key,
+                    self.path,
+                    line,
+                )
+
+        self.values = values
+        usable = [f for f in fields if not f.env_only]
+        env = EnvSource(values, name=".env", locate=lines).collect(usable)
+        findings.candidates = env.candidates
+
+        return findings

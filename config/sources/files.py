@@ -1,0 +1,171 @@
+"""Secret files: a directory of one file per setting, and `<NAME>_FILE` paths.
+
+Docker mounts secrets at `/run/secrets/<name>`; Kubernetes secret volumes hold
+the same names as symlinks into a `..data` folder. A setting is read from the
+file named by its lower-cased name, so only declared names are ever opened and
+neither `..data` nor a service-account folder is read as a setting.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._fields import Field
+from .._model import Candidate, Findings, Origin, Problem
+from .._secret import Secret
+
+logger = logging.getLogger(__name__)
+
+MAX_FILE_BYTES = 64 * 1024
+COMPOSE_HINT = (
+    "docker compose creates an empty directory in place of a missing host file, "
+    "so check that the file on the host exists"
+)
+EXTERNAL_HINT = (
+    "plain `docker compose` does not mount secrets declared `external: true`; "
+    "only Swarm does, so deploy with `docker stack deploy` or point the secret "
+    "at a `file:`"
+)
+
+
+class FileSource:
+    """Reads `<NAME>_FILE` paths first, then `<secrets_dir>/<name>`."""
+
+    name = "files"
+
+    def __init__(self, directory: Path, variables: Mapping[str, str]) -> None:
+        self.directory = directory
+        self.variables = variables
+        self._stripped_logged: set[str] = set()
+
+    def collect(self, fields: Sequence[Field[Any]]) -> Findings:
+        findings = Findings(self.name)
+        if not self.directory.is_dir():
+            logger.debug("secrets directory absent path=%s", self.directory)
+
+        for fld in fields:
+            if fld.env_only:
+                continue
+            self._collect_one(fld, findings)
+
+        return findings
+
+    def _collect_one(self, fld: Field[Any], findings: Findings) -> None:
+        variable = f"{fld.name}_FILE"
+        named = self.variables.get(variable)
+        if named:
+            if self.variables.get(fld.name):
+                reason = f"both {fld.name} and {variable} are set; set only one"
+                findings.problems.append(Problem(fld.name, f"env {variable}", reason))
+                return
+            origin = Origin("file", f"{named} (from {variable})")
+            self._read(fld, Path(named), origin, findings, explicit=True)
+
+        path = self.directory / fld.key
+        self._read(fld, path, Origin("file", str(path)), findings, explicit=False)
+
+    def _read(
+        self,
+        fld: Field[Any],
+        path: Path,
+        origin: Origin,
+        findings: Findings,
+        *,
+        explicit: bool,
+    ) -> None:
+        try:
+            text = self._read_text(path)
+        except FileNotFoundError:
+            if explicit:
+                reason = f"{path} does not exist"
+                if self._looks_like_secret_mount(path):
+                    reason = f"{reason}; {EXTERNAL_HINT}"
+                findings.problems.append(Problem(fld.name, origin, reason))
+            return
+        except _Unreadable as error:
+            findings.problems.append(Problem(fld.name, origin, str(error)))
+            return
+
+        raw: str | Secret = Secret(text) if fld.secret else text
+        findings.candidates.append(Candidate(fld.name, raw, origin))
+
+    def _looks_like_secret_mount(self, path: Path) -> bool:
+        parent = path.parent
+        return parent in (self.directory, Path("/run/secrets"))
+
+    def _read_text(self, path: Path) -> str:
+        try:
+            with path.open("rb") as handle:
+                info = os.fstat(handle.fileno())
+                if stat.S_ISDIR(info.st_mode):
+                    raise IsADirectoryError(errno.EISDIR, "is a directory")
+                data = handle.read(MAX_FILE_BYTES + 1)
+        except FileNotFoundError:
+            raise
+        except IsADirectoryError:
+            raise _Unreadable(self._directory_reason(path)) from None
+        except PermissionError:
+            raise _Unreadable(_permission_reason(path)) from None
+        except OSError as error:
+            raise _Unreadable(f"cannot read {path}: {error.strerror}") from None
+
+        if len(data) > MAX_FILE_BYTES:
+            limit = MAX_FILE_BYTES // 1024
+            raise _Unreadable(f"{path} is larger than {limit} KiB")
+
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            reason = f"{path} is not valid UTF-8 (invalid byte at offset {error.start})"
+            raise _Unreadable(reason) from None
+
+        stripped = _strip_one_newline(text)
+        if stripped != text and str(path) not in self._stripped_logged:
+            self._stripped_logged.add(str(path))
+            logger.debug("stripped trailing newline path=%s", path)
+        if stripped == "":
+            raise _Unreadable(f"{path} is empty")
+
+        return stripped
+
+    def _directory_reason(self, path: Path) -> str:
+        try:
+            empty = not any(path.iterdir())
+        except OSError:
+            empty = False
+        if empty:
+            return f"{path} is an empty directory, not a file; {COMPOSE_HINT}"
+        return f"{path} is a directory, not a file"
+
+
+class _Unreadable(Exception):
+    """Raised inside this module for a file that exists but cannot be used."""
+
+
+def _strip_one_newline(text: str) -> str:
+    # `echo` and most editors end a file with one newline that is not part of
+    # the secret; any other byte, spaces included, is kept.
+    for ending in ("\r\n", "\n", "\r"):
+        if text.endswith(ending):
+            return text[: -len(ending)]
+    return text
+
+
+def _permission_reason(path: Path) -> str:
+    try:
+        info = path.stat()
+    except OSError:
+        return f"permission denied reading {path} (process uid {os.getuid()})"
+    mode = stat.S_IMODE(info.st_mode)
+    return (
+        f"permission denied reading {path} (process uid {os.getuid()}, "
+        f"file owner uid {info.st_uid} gid {info.st_gid}, mode {mode:04o}); "
+        "make the file readable by the service's user, e.g. mode 0444 or the "
+        "secret's uid/gid/mode options"
+    )

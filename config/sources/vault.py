@@ -1,0 +1,100 @@
+"""Vault KV: every key at one path, read in one request."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from .. import _vault
+from .._fields import Field
+from .._model import Candidate, Findings, Origin, Problem
+from .._secret import Secret
+from ..errors import VaultError
+
+logger = logging.getLogger(__name__)
+
+
+class VaultSource:
+    """Reads `<mount>/<path>` from KV v2 (or v1) after logging in.
+
+    Keys are the lower-cased setting names, like secret files. A Vault that is
+    configured but fails gives a problem, never an empty result, so the load
+    fails closed instead of falling back to lower sources.
+    """
+
+    name = "vault"
+
+    def __init__(
+        self, config: _vault.VaultConfig, mount: str, path: str, kv_version: int
+    ) -> None:
+        self.config = config
+        self.mount = mount
+        self.path = path
+        self.kv_version = kv_version
+
+    @property
+    def locator(self) -> str:
+        if self.kv_version == 2:
+            return f"{self.mount}/data/{self.path}"
+        return f"{self.mount}/{self.path}"
+
+    def collect(self, fields: Sequence[Field[Any]]) -> Findings:
+        findings = Findings(self.name)
+        try:
+            data, version = self._read()
+        except VaultError as error:
+            findings.problems.append(Problem(None, "vault", str(error)))
+            return findings
+
+        by_key = {f.key: f for f in fields if f.vault and not f.env_only}
+        suffix = f" (version {version})" if version is not None else ""
+        for key, value in data.items():
+            fld = by_key.get(key.lower())
+            if fld is None:
+                logger.debug("vault key is not a setting key=%s", key)
+                continue
+            origin = Origin("vault", f"{self.locator}#{key}{suffix}")
+            if not isinstance(value, str):
+                value = str(value)
+            raw: str | Secret = Secret(value) if fld.secret else value
+            findings.candidates.append(Candidate(fld.name, raw, origin))
+
+        return findings
+
+    def _read(self) -> tuple[dict[str, Any], int | None]:
+        client = _vault.make_client(self.config)
+        _vault.login(client, self.config)
+        action = f"read of {self.locator}"
+
+        if self.kv_version == 2:
+            response = _vault.call(
+                self.config,
+                action,
+                lambda: client.secrets.kv.v2.read_secret_version(
+                    path=self.path,
+                    mount_point=self.mount,
+                    raise_on_deleted_version=True,
+                ),
+            )
+            body = response.get("data") or {}
+            version = (body.get("metadata") or {}).get("version")
+            data = body.get("data")
+        else:
+            response = _vault.call(
+                self.config,
+                action,
+                lambda: client.secrets.kv.v1.read_secret(
+                    path=self.path, mount_point=self.mount
+                ),
+            )
+            version = None
+            data = response.get("data")
+
+        if not isinstance(data, dict):
+            raise VaultError(
+                f"vault {action} at {self.config.addr}: the response holds no "
+                f"key/value data; check that {self.mount} is a KV version "
+                f"{self.kv_version} mount (VAULT_KV_VERSION)"
+            )
+        return data, version
