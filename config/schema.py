@@ -161,7 +161,7 @@ VAULT_ADDR: Field[str | None] = Field(
     "VAULT_ADDR",
     parse_http_url,
     None,
-    "Vault address; setting it turns the Vault source on.",
+    "Vault address, for the KV source and for dynamic Redis credentials.",
     vault=False,
 )
 VAULT_TOKEN: Field[Secret | None] = Field(
@@ -215,11 +215,12 @@ VAULT_KV_MOUNT = Field(
     "Mount of the KV engine holding the service's settings.",
     vault=False,
 )
-VAULT_KV_PATH = Field(
+VAULT_KV_PATH: Field[str | None] = Field(
     "VAULT_KV_PATH",
     parse_vault_path,
-    "hitcounter",
-    "Path of the service's secret within VAULT_KV_MOUNT.",
+    None,
+    "Path of the service's secret within VAULT_KV_MOUNT, e.g. hitcounter; "
+    "setting it (with VAULT_ADDR) turns the Vault KV source on.",
     vault=False,
 )
 VAULT_KV_VERSION = Field(
