@@ -1,0 +1,81 @@
+"""Session fixtures for the container tests: one engine, one base, one app image.
+
+The engine is a dockerd started for this session under a short folder in /tmp
+and stopped by its pid at the end. The first run on a machine spends about a
+minute on debootstrap, later runs reuse the cached root file system.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.docker.deploy import (
+    APP_IMAGE,
+    COMPOSE_FILE,
+    ComposeProject,
+    build_override,
+    image_variables,
+)
+from tests.docker.engine import (
+    DockerEngine,
+    build_base_image,
+    default_cache_dir,
+    missing_tools,
+    remove_tree,
+)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[DockerEngine]:
+    """A dockerd of this session's own, with state under a temporary folder."""
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)}; scripts/test installs them")
+
+    if os.geteuid() != 0:
+        pytest.skip("dockerd and debootstrap need root")
+
+    # Short, because the socket path must fit in a unix socket address.
+    root = Path(tempfile.mkdtemp(prefix="hcd-", dir="/tmp"))
+    engine = DockerEngine(root)
+    engine.start()
+    yield engine
+    engine.stop()
+    remove_tree(root)
+
+
+@pytest.fixture(scope="session")
+def base_image(
+    docker_engine: DockerEngine, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """Name of the Debian stand-in for both python:3.12-slim and redis:7."""
+    return build_base_image(
+        docker_engine, default_cache_dir(), tmp_path_factory.mktemp("base")
+    )
+
+
+@pytest.fixture(scope="session")
+def app_image(
+    docker_engine: DockerEngine,
+    base_image: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
+    """Name of the app image, built once by `docker compose build` from this repo."""
+    work_dir = tmp_path_factory.mktemp("build")
+    project = ComposeProject(
+        docker_engine,
+        "hc-build",
+        [COMPOSE_FILE, build_override(work_dir / "build.override.json")],
+        image_variables(base_image),
+        work_dir,
+    )
+    started = time.monotonic()
+    project.compose("build", "web", timeout=900)
+    print(f"app image built in {time.monotonic() - started:.0f} s")
+    return APP_IMAGE
