@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import logging
 
-import redis
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from config import Settings
 from config import schema as s
+from config._load import vault_config
+from config.leases import DynamicCredentials
 
+from .credentials import Credentials, LeaseCredentials
 from .logs import configure_logging, log_settings
 from .startup import startup_settings
-from .store import make_pool, static_credentials
+from .store import Store, make_pool, static_credentials
 from .views import bp
 
 logger = logging.getLogger(__name__)
@@ -25,7 +27,12 @@ __all__ = ["create_app"]
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    """Build the service. Settings are loaded here, once, unless given."""
+    """Build the service. Settings are loaded here, once, unless given.
+
+    Vault-issued credentials are not fetched here: with gunicorn's
+    `--preload` this runs in the master, and a lease must belong to the
+    worker that renews it. Each worker obtains its own after fork.
+    """
     if settings is None:
         settings = startup_settings()
     else:
@@ -36,19 +43,48 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config.update(DEBUG=settings[s.APP_DEBUG], PROPAGATE_EXCEPTIONS=False)
     app.extensions["settings"] = settings
 
-    credentials = static_credentials(settings)
-    pool = make_pool(settings, credentials)
-    app.extensions["redis"] = redis.Redis(connection_pool=pool)
+    credentials: Credentials | None
+    role = settings[s.VAULT_DB_ROLE]
+    if role:
+        dynamic = dynamic_credentials(settings, role)
+        app.extensions["lease"] = dynamic
+        credentials = LeaseCredentials(dynamic)
+    else:
+        credentials = static_credentials(settings)
+    app.extensions["store"] = Store(make_pool(settings, credentials), credentials)
+
     app.register_blueprint(bp)
     app.register_error_handler(InternalServerError, _internal_error)
+    if settings[s.METRICS_PORT] is None:
+        app.add_url_rule("/metrics", "metrics", _metrics)
 
     logger.info(
-        "service ready redis=%s:%s debug=%s",
+        "service ready redis=%s:%s credentials=%s debug=%s",
         settings[s.REDIS_HOST],
         settings[s.REDIS_PORT],
+        "vault" if settings[s.VAULT_DB_ROLE] else "static",
         app.debug,
     )
     return app
+
+
+def dynamic_credentials(settings: Settings, role: str) -> DynamicCredentials:
+    from .metrics import LeaseMetrics
+
+    return DynamicCredentials(
+        vault_config(settings.__getitem__),
+        mount=settings[s.VAULT_DB_MOUNT],
+        role=role,
+        observer=LeaseMetrics(),
+    )
+
+
+def _metrics() -> Response:
+    # Imported on first scrape: prometheus_client picks its multi-process
+    # mode from the environment when imported, after gunicorn_conf set it.
+    from .metrics import CONTENT_TYPE, render
+
+    return Response(render(), mimetype=None, content_type=CONTENT_TYPE)
 
 
 def _internal_error(error: HTTPException) -> Response:

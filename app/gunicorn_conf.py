@@ -1,30 +1,47 @@
-"""gunicorn settings, taken from the same resolved settings as the app.
+"""gunicorn settings and hooks, taken from the same resolved settings as the app.
 
 Use: `gunicorn -c python:app.gunicorn_conf 'app:create_app()'`.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import tempfile
+from typing import Any
 
 from config import ConfigError
 from config import schema as s
+from config._load import vault_config
+from config.leases import verify_access
 
 from .startup import startup_settings
 
+logger = logging.getLogger(__name__)
+
 try:
     _settings = startup_settings()
+    _role = _settings[s.VAULT_DB_ROLE]
+    if _role:
+        verify_access(
+            vault_config(_settings.__getitem__), _settings[s.VAULT_DB_MOUNT], _role
+        )
 except ConfigError as error:
     # gunicorn would print a traceback; the message alone says what to fix.
     print(error, file=sys.stderr)
     raise SystemExit(1) from None
 
+# Workers write metrics here so that one scrape sums them. Set before any
+# worker imports prometheus_client, which reads it at import time.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+        prefix="hitcounter-metrics-"
+    )
+
 _host = _settings[s.HTTP_HOST]
-bind = [
-    f"[{_host}]:{_settings[s.HTTP_PORT]}"
-    if ":" in _host
-    else f"{_host}:{_settings[s.HTTP_PORT]}"
-]
+_port = _settings[s.HTTP_PORT]
+bind = [f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"]
 workers = _settings[s.WEB_CONCURRENCY]
 timeout = int(_settings[s.HTTP_TIMEOUT])
 graceful_timeout = 10
@@ -35,3 +52,42 @@ accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 # gunicorn 25+ opens a control socket under $HOME; the service does not use it.
 control_socket_disable = True
+
+
+def post_worker_init(worker: Any) -> None:
+    """Obtain this worker's own Redis lease, after fork; exit if impossible."""
+    lease = worker.wsgi.extensions.get("lease")
+    if lease is None:
+        return
+    try:
+        lease.start()
+    except ConfigError as error:
+        logger.error("worker has no Redis credentials, exiting: %s", error)
+        # gunicorn stops the whole service when a worker fails to boot.
+        sys.exit(3)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Revoke the worker's leases so Redis users do not pile up."""
+    app = getattr(worker, "wsgi", None)
+    lease = app.extensions.get("lease") if app is not None else None
+    if lease is not None:
+        lease.close(revoke=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def when_ready(server: Any) -> None:
+    """Serve metrics on METRICS_PORT from the master, when that is set."""
+    port = _settings[s.METRICS_PORT]
+    if port is None:
+        return
+    from prometheus_client import start_http_server
+
+    from .metrics import registry
+
+    start_http_server(port, addr=_host, registry=registry())

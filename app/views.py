@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import redis
 from flask import Blueprint, Response, current_app
 
 from config import schema as s
+from config.leases import DynamicCredentials
+
+from .store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -16,16 +20,16 @@ bp = Blueprint("counter", __name__)
 UNAVAILABLE = "Service Unavailable: the counter's store cannot be reached.\n"
 
 
-def _client() -> redis.Redis:
-    client: redis.Redis = current_app.extensions["redis"]
-    return client
+def _store() -> Store:
+    store: Store = current_app.extensions["store"]
+    return store
 
 
 @bp.get("/")
 def hello() -> Response:
     key = current_app.extensions["settings"][s.COUNTER_KEY]
     try:
-        count = _client().incr(key)
+        count = _store().incr(key)
     except redis.RedisError as error:
         # redis-py messages name the host and the failure, never a password.
         logger.warning(
@@ -42,11 +46,24 @@ def healthz() -> Response:
 
 
 @bp.get("/readyz")
-def readyz() -> tuple[dict[str, str], int]:
+def readyz() -> tuple[dict[str, Any], int]:
+    body: dict[str, Any] = {"status": "ready", "redis": "ok"}
+    lease: DynamicCredentials | None = current_app.extensions.get("lease")
+    if lease is not None:
+        status = lease.status()
+        body["credentials"] = {
+            "state": status.state,
+            "seconds_left": int(status.seconds_left),
+            "lease": status.lease,
+        }
+        if status.state == "degraded":
+            body["status"] = "degraded"
+
     try:
-        _client().ping()
+        _store().ping()
     except redis.RedisError as error:
         logger.warning("readiness check failed error=%s", type(error).__name__)
-        return {"status": "unavailable", "redis": type(error).__name__}, 503
+        body.update(status="unavailable", redis=type(error).__name__)
+        return body, 503
 
-    return {"status": "ready", "redis": "ok"}, 200
+    return body, 200
