@@ -113,9 +113,11 @@ def _vault_source(
     vault_fields = [f for f in fields if not f.vault and not f.env_only]
     ordered = [findings[name] for name in order if name in findings]
     resolved, problems = resolve(vault_fields, ordered)
-    addr = resolved[s.VAULT_ADDR.name].value
-    if problems or addr is None or resolved[s.VAULT_KV_PATH.name].value is None:
+    if problems:
         # Problems are reported again, with the rest, by the full resolve.
+        return None
+    addr = resolved[s.VAULT_ADDR.name].value
+    if addr is None or resolved[s.VAULT_KV_PATH.name].value is None:
         return None
 
     def value(fld: Field[Any]) -> Any:
