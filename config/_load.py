@@ -33,7 +33,7 @@ def load_settings(
     in the returned object, so child processes never inherit them.
     """
     env = dict(os.environ if environ is None else environ)
-    boot, order = _bootstrap(env, fields)
+    boot, order, problems = _bootstrap(env, fields)
     findings = _read_local_sources(env, boot, order, fields)
 
     vault = _vault_source(boot, order, findings, fields)
@@ -42,8 +42,9 @@ def load_settings(
 
     ordered = [findings[name] for name in order if name in findings]
     rest = [f for f in fields if not f.env_only]
-    resolved, problems = resolve(rest, ordered)
+    resolved, rest_problems = resolve(rest, ordered)
     resolved.update(boot)
+    problems += rest_problems
     problems += _cross_check(resolved, env)
 
     if problems:
@@ -66,14 +67,17 @@ def source_order(settings: Settings) -> tuple[str, ...]:
 
 def _bootstrap(
     env: Mapping[str, str], fields: Sequence[Field[Any]]
-) -> tuple[dict[str, Resolved], tuple[str, ...]]:
+) -> tuple[dict[str, Resolved], tuple[str, ...], list[Problem]]:
+    """Resolve the settings that say where the others come from, and the order."""
     boot_fields = [f for f in fields if f.env_only]
     boot, problems = resolve(boot_fields, [EnvSource(env).collect(boot_fields)])
     if problems:
-        raise SettingsError(problems)
+        # NOTE: without valid bootstrap settings the other sources' places and
+        # order are unknown, so only the process environment is checked, to
+        # report its problems in the same error.
+        return boot, ("env",), problems
 
-    order = source_order(Settings(boot))
-    return boot, order
+    return boot, source_order(Settings(boot)), []
 
 
 def _read_local_sources(
@@ -154,10 +158,10 @@ def _cross_check(
     problems: list[Problem] = []
     debug = resolved.get(s.APP_DEBUG.name)
     host = resolved.get(s.HTTP_HOST.name)
-    app_env = resolved[s.APP_ENV.name].value
+    app_env = resolved.get(s.APP_ENV.name)
 
-    if debug is not None and debug.value:
-        if app_env == "production":
+    if debug is not None and debug.value and app_env is not None:
+        if app_env.value == "production":
             reason = (
                 "debug mode is not allowed when APP_ENV=production; "
                 "set APP_ENV=development for local debugging"
