@@ -56,6 +56,9 @@ def readyz() -> tuple[dict[str, Any], int]:
             "seconds_left": int(status.seconds_left),
             "lease": status.lease,
         }
+        if status.state == "expired":
+            body["status"] = "unavailable"
+            return body, 503
         if status.state == "degraded":
             body["status"] = "degraded"
 

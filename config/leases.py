@@ -268,6 +268,12 @@ class DynamicCredentials:
             self._lease = None
         for lease in leases:
             self._revoke(lease)
+        if self.config.auth_method == "approle" and self._client is not None:
+            # The token was this process's own login; nothing else uses it.
+            try:
+                self._request("token revoke", self._client.auth.token.revoke_self)
+            except VaultError as error:
+                logger.debug("token revoke failed error=%s", error)
 
     # Background thread -----------------------------------------------------
 
@@ -522,7 +528,11 @@ class DynamicCredentials:
         try:
             self._request(
                 "lease revoke",
-                lambda: self._vault().sys.revoke_lease(lease_id=lease.lease_id),
+                # The lease id in the URL lets a policy allow revoking only
+                # this role's leases (`sys/leases/revoke/<mount>/creds/<role>/*`).
+                lambda: self._vault().adapter.put(
+                    f"/v1/sys/leases/revoke/{lease.lease_id}"
+                ),
             )
         except VaultError as error:
             # The lease still ends at its TTL; the user then disappears anyway.
