@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dotenv.parser import parse_stream
+from dotenv.parser import Binding, parse_stream
 
 from .._fields import Field
 from .._model import Findings, Origin, Problem
@@ -53,7 +53,7 @@ class DotenvSource:
         secrets = {f.name for f in fields if f.secret}
 
         for binding in parse_stream(io.StringIO(text)):
-            line = binding.original.line
+            line = _first_line(binding)
             if binding.error:
                 # Like python-dotenv, name the line but never show its content.
                 reason = f"line {line} could not be parsed"
@@ -80,3 +80,14 @@ class DotenvSource:
         findings.candidates = env.candidates
 
         return findings
+
+
+def _first_line(binding: Binding) -> int:
+    """Return the number of the line where the binding's own text starts.
+
+    python-dotenv (1.2) counts a binding from the blank lines before it, so
+    its `original.line` points above the key after an empty line.
+    """
+    original = binding.original.string
+    leading = original[: len(original) - len(original.lstrip())]
+    return binding.original.line + leading.count("\n")
