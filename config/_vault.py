@@ -80,17 +80,43 @@ def make_client(config: VaultConfig) -> hvac.Client:
     )
 
 
-def login(client: hvac.Client, config: VaultConfig) -> dict[str, Any]:
-    """Authenticate `client` and return the token's auth data from Vault."""
+@dataclass(frozen=True)
+class TokenInfo:
+    """The lifetime of the token a login produced."""
+
+    ttl: float  # seconds; 0 for a token that never expires
+    renewable: bool
+
+
+def login(client: hvac.Client, config: VaultConfig, *, retry: bool = True) -> TokenInfo:
+    """Authenticate `client` with a token or AppRole and return its lifetime."""
+    run = call if retry else translate
     if config.auth_method == "approle":
-        if config.secret_id is None:
-            raise VaultError(
-                f"vault approle login at {config.addr}/v1/{config.login_path}: "
-                "VAULT_ROLE_ID is set but no secret id was found; set "
-                "VAULT_SECRET_ID_FILE to the file holding it"
-            )
-        secret_id = config.secret_id
-        response = call(
+        return _approle_login(client, config, run)
+
+    if config.token is None:
+        raise VaultError(
+            f"vault at {config.addr}: no credentials; set VAULT_TOKEN "
+            "(or VAULT_TOKEN_FILE) or VAULT_ROLE_ID with VAULT_SECRET_ID_FILE"
+        )
+    client.token = config.token.reveal()
+    response = run(
+        config, "token lookup at auth/token/lookup-self", client.auth.token.lookup_self
+    )
+    data = response["data"]
+    return TokenInfo(float(data.get("ttl") or 0), bool(data.get("renewable")))
+
+
+def _approle_login(client: hvac.Client, config: VaultConfig, run: Any) -> TokenInfo:
+    where = f"vault approle login at {config.addr}/v1/{config.login_path}"
+    if config.secret_id is None:
+        raise VaultError(
+            f"{where}: VAULT_ROLE_ID is set but no secret id was found; "
+            "set VAULT_SECRET_ID_FILE to the file holding it"
+        )
+    secret_id = config.secret_id
+    try:
+        response = run(
             config,
             f"approle login at {config.login_path}",
             lambda: client.auth.approle.login(
@@ -100,20 +126,18 @@ def login(client: hvac.Client, config: VaultConfig) -> dict[str, Any]:
                 use_token=True,
             ),
         )
-        auth: dict[str, Any] = response["auth"]
-        return auth
-
-    if config.token is None:
+    except Transient:
+        raise
+    except VaultError:
+        # Vault answers 400 for a wrong, expired or used-up secret id.
         raise VaultError(
-            f"vault at {config.addr}: no credentials; set VAULT_TOKEN "
-            "(or VAULT_TOKEN_FILE) or VAULT_ROLE_ID with VAULT_SECRET_ID_FILE"
-        )
-    client.token = config.token.reveal()
-    response = call(
-        config, "token lookup at auth/token/lookup-self", client.auth.token.lookup_self
+            f"{where}: the role id or secret id was rejected (wrong, expired or "
+            "used up); issue a new secret id"
+        ) from None
+    auth = response["auth"]
+    return TokenInfo(
+        float(auth.get("lease_duration") or 0), bool(auth.get("renewable"))
     )
-    data: dict[str, Any] = response["data"]
-    return data
 
 
 def call(config: VaultConfig, action: str, request: Callable[[], T]) -> T:

@@ -12,11 +12,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from ._load import load_settings, source_order
-from ._model import Candidate
+from . import schema as s
+from ._load import load_settings, source_order, vault_config
+from ._model import Candidate, Origin
 from ._resolve import Resolved, Settings
 from ._secret import MASK, Secret
 from .errors import ConfigError, SettingsError
+from .leases import DynamicCredentials, Lease
+
+DYNAMIC = ("REDIS_USERNAME", "REDIS_PASSWORD")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,6 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "explain", help="print each setting, its source and what it shadowed"
     )
     explain.add_argument("--json", action="store_true", help="print JSON")
+    explain.add_argument(
+        "--no-lease",
+        action="store_true",
+        help="with VAULT_DB_ROLE, do not request (and then revoke) a lease to show",
+    )
     commands.add_parser("check", help="exit non-zero and list errors, if any")
     args = parser.parse_args(argv)
 
@@ -44,15 +53,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         print(f"configuration is valid ({len(settings)} settings)")
         return 0
+
+    try:
+        records = with_dynamic_credentials(settings, request=not args.no_lease)
+    except ConfigError as error:
+        print(f"invalid configuration: {error}", file=sys.stderr)
+        return 1
     if args.json:
-        json.dump(explain_records(settings), sys.stdout, indent=2)
+        json.dump(explain_records(records), sys.stdout, indent=2)
         print()
     else:
-        print_table(settings, sys.stdout)
+        print_table(settings, records, sys.stdout)
     return 0
 
 
-def explain_records(settings: Settings) -> list[dict[str, Any]]:
+def with_dynamic_credentials(settings: Settings, *, request: bool) -> list[Resolved]:
+    """Return the records, with Vault's credentials in place of static ones.
+
+    With VAULT_DB_ROLE set, any static Redis username and password is ignored.
+    To show the lease, one is requested and revoked straight away.
+    """
+    records = settings.records()
+    role = settings[s.VAULT_DB_ROLE]
+    if not role:
+        return records
+
+    path = f"{settings[s.VAULT_DB_MOUNT]}/creds/{role}"
+    lease: Lease | None = None
+    if request:
+        dynamic = DynamicCredentials(
+            vault_config(settings.__getitem__), settings[s.VAULT_DB_MOUNT], role
+        )
+        lease = dynamic.start()
+        dynamic.close(revoke=True)
+
+    return [_dynamic(r, path, lease) if r.name in DYNAMIC else r for r in records]
+
+
+def _dynamic(record: Resolved, path: str, lease: Lease | None) -> Resolved:
+    shadowed = record.shadowed
+    if record.origin.kind != "default":
+        shadowed = (Candidate(record.name, _raw(record), record.origin), *shadowed)
+    note = "static value ignored: VAULT_DB_ROLE is set"
+    if lease is None:
+        origin = Origin("vault", f"{path} (no lease requested)")
+        return Resolved(record.name, None, record.secret, origin, shadowed, note)
+
+    locator = f"{path} (lease {lease.short_id}, {int(lease.remaining())} s left)"
+    value: object = lease.password if record.secret else lease.username
+    return Resolved(
+        record.name, value, record.secret, Origin("vault", locator), shadowed, note
+    )
+
+
+def _raw(record: Resolved) -> str | Secret:
+    if isinstance(record.value, Secret):
+        return record.value
+    return "" if record.value is None else str(record.value)
+
+
+def explain_records(records: Sequence[Resolved]) -> list[dict[str, Any]]:
     """Return one JSON-ready object per setting; secret values are masked."""
     return [
         {
@@ -63,15 +123,15 @@ def explain_records(settings: Settings) -> list[dict[str, Any]]:
             "shadowed": [_shadowed_text(c) for c in r.shadowed],
             "note": r.note or None,
         }
-        for r in settings.records()
+        for r in records
     ]
 
 
-def print_table(settings: Settings, out: TextIO) -> None:
+def print_table(settings: Settings, records: Sequence[Resolved], out: TextIO) -> None:
     order = ",".join(source_order(settings))
     print(f"source order: {order},default (first wins)", file=out)
     rows = [("SETTING", "VALUE", "SOURCE", "SHADOWED")]
-    rows += [_row(r) for r in settings.records()]
+    rows += [_row(r) for r in records]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
 
     for row in rows:

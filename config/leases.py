@@ -438,31 +438,14 @@ class DynamicCredentials:
 
     def _login(self, *, retry: bool) -> None:
         self._client = None
-        client = self._vault()
-        if self.config.auth_method == "approle" and self.config.secret_id is not None:
-            secret_id = self.config.secret_id
-            response = self._request(
-                f"approle login at {self.config.login_path}",
-                lambda: client.auth.approle.login(
-                    role_id=self.config.role_id,
-                    secret_id=secret_id.reveal(),
-                    mount_point=self.config.approle_mount,
-                    use_token=True,
-                ),
-                retry=retry,
-            )
-            self._set_token(response["auth"])
-            return
-
-        _vault.login(client, self.config)
-        data = self._request(
-            "token lookup",
-            lambda: client.auth.token.lookup_self(),
-            retry=retry,
-        )["data"]
-        self._set_token(
-            {"lease_duration": data.get("ttl"), "renewable": data.get("renewable")}
-        )
+        action = f"{self.config.auth_method} login"
+        try:
+            info = _vault.login(self._vault(), self.config, retry=retry)
+        except VaultError:
+            self.observer.vault_request(action, False)
+            raise
+        self.observer.vault_request(action, True)
+        self._set_token({"lease_duration": info.ttl, "renewable": info.renewable})
 
     def _set_token(self, auth: dict[str, Any]) -> None:
         ttl = float(auth.get("lease_duration") or 0)
