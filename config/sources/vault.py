@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import hvac
+import hvac.exceptions
 
 from .. import _vault
 from .._fields import Field
@@ -13,6 +16,8 @@ from .._secret import Secret
 from ..errors import VaultError
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class VaultSource:
@@ -68,8 +73,8 @@ class VaultSource:
         action = f"read of {self.locator}"
 
         if self.kv_version == 2:
-            response = _vault.call(
-                self.config,
+            response = self._call(
+                client,
                 action,
                 lambda: client.secrets.kv.v2.read_secret_version(
                     path=self.path,
@@ -81,8 +86,8 @@ class VaultSource:
             version = (body.get("metadata") or {}).get("version")
             data = body.get("data")
         else:
-            response = _vault.call(
-                self.config,
+            response = self._call(
+                client,
                 action,
                 lambda: client.secrets.kv.v1.read_secret(
                     path=self.path, mount_point=self.mount
@@ -98,3 +103,45 @@ class VaultSource:
                 f"{self.kv_version} mount (VAULT_KV_VERSION)"
             )
         return data, version
+
+    def _call(self, client: hvac.Client, action: str, request: Callable[[], T]) -> T:
+        """Run a KV read; on 404, say so if the mount has the other KV version."""
+        not_found = False
+
+        def read() -> T:
+            nonlocal not_found
+            try:
+                return request()
+            except hvac.exceptions.InvalidPath:
+                not_found = True
+                raise
+
+        try:
+            return _vault.call(self.config, action, read)
+        except VaultError as error:
+            actual = self._mount_version(client) if not_found else None
+            if actual is None or actual == self.kv_version:
+                raise
+            message = (
+                f"{error}; {self.mount} is a KV version {actual} mount, "
+                f"so set VAULT_KV_VERSION={actual}"
+            )
+            raise VaultError(message) from None
+
+    def _mount_version(self, client: hvac.Client) -> int | None:
+        """Return the KV version of the mount, or None if Vault does not tell."""
+        # The endpoint the Vault CLI uses to choose its KV version; a token
+        # with any access under the mount may read it.
+        url = f"/v1/sys/internal/ui/mounts/{self.mount}"
+        try:
+            response = _vault.translate(
+                self.config, "mount lookup", lambda: client.adapter.get(url)
+            )
+        except VaultError:
+            return None
+        mount = response.get("data") or {}
+        if mount.get("type") != "kv":
+            return None
+        # A KV mount created without a version option is version 1.
+        version = str((mount.get("options") or {}).get("version") or "1")
+        return int(version) if version in ("1", "2") else None
