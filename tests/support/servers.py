@@ -455,7 +455,11 @@ class TcpProxy:
             while not disabled.is_set():
                 if not selector.select(timeout=POLL_SECONDS):
                     continue
-                client, _ = listener.accept()
+                try:
+                    client, _ = listener.accept()
+                except OSError:
+                    # A client that resets first makes accept() fail; keep listening.
+                    continue
                 try:
                     upstream = socket.create_connection(self.target, timeout=5)
                 except OSError:
