@@ -95,10 +95,12 @@ class Bootstrap:
         assert result.returncode == 0, result.stderr
         return result
 
-    def credentials(self, client: hvac.Client | None = None) -> dict[str, Any]:
+    def credentials(
+        self, client: hvac.Client | None = None, role: str = "hitcounter"
+    ) -> dict[str, Any]:
         client = client or self.bao.client()
         return client.secrets.database.generate_credentials(
-            "hitcounter", mount_point=self.mount
+            role, mount_point=self.mount
         )
 
     def login(self) -> hvac.Client:
@@ -472,3 +474,58 @@ def test_empty_password_file_rejected(target: Bootstrap) -> None:
 
     assert result.returncode == 1
     assert f"{target.password_file} is empty" in result.stderr
+
+
+def test_update_admin_password_rewrites(target: Bootstrap) -> None:
+    target.run_ok()
+
+    result = target.run_ok("--update-admin-password")
+
+    assert "updated redis connection " in result.stderr
+    assert "1 of 7 steps changed" in result.stderr
+    assert redis_user(target, target.credentials()).ping()
+
+
+def test_second_role_keeps_first(target: Bootstrap) -> None:
+    target.run_ok()
+
+    result = target.run_ok(
+        "--role",
+        "reporter",
+        "--approle-role",
+        "reporter",
+        "--policy",
+        f"reporter-{target.suffix}",
+        "--secret-id-file",
+        str(target.directory / "reporter-secret-id"),
+    )
+
+    assert "updated redis connection " in result.stderr
+    assert "created database role " in result.stderr
+    connection = target.bao.client().secrets.database.read_connection(
+        "redis", mount_point=target.mount
+    )
+    assert connection["data"]["allowed_roles"] == ["hitcounter", "reporter"]
+    assert redis_user(target, target.credentials()).ping()
+    assert redis_user(target, target.credentials(role="reporter")).ping()
+    assert target.login().is_authenticated()
+
+
+def test_token_without_rights_names_path(target: Bootstrap) -> None:
+    root = target.bao.client()
+    root.sys.create_or_update_policy(
+        f"lookup-only-{target.suffix}",
+        'path "auth/token/lookup-self" { capabilities = ["read"] }',
+    )
+    token = root.auth.token.create(
+        policies=[f"lookup-only-{target.suffix}"], no_default_policy=True, ttl="5m"
+    )["auth"]["client_token"]
+
+    result = target.run(VAULT_TOKEN=token)
+
+    assert result.returncode == 1
+    assert (
+        "database secrets engine failed at sys/mounts/"
+        f"{target.mount}: Forbidden" in result.stderr
+    )
+    assert token not in result.stderr
