@@ -33,8 +33,8 @@ class ServiceStartError(RuntimeError):
 class GunicornService:
     """The hit counter under gunicorn, started with `settings` as its environment.
 
-    The environment holds only PATH, HOME, LANG, HTTP_HOST, HTTP_PORT and
-    `settings`, so nothing from the test runner's environment reaches the service.
+    The environment contains only PATH, HOME, LANG, TMPDIR, HTTP_HOST, HTTP_PORT
+    and `settings`, so nothing from the test runner's environment reaches the service.
     """
 
     def __init__(self, directory: Path, settings: Mapping[str, str]) -> None:
@@ -46,6 +46,8 @@ class GunicornService:
             "PATH": os.environ.get("PATH", ""),
             "HOME": str(directory),
             "LANG": "C.UTF-8",
+            # gunicorn_conf makes its metrics directory under TMPDIR.
+            "TMPDIR": str(directory),
             "HTTP_HOST": LOOPBACK,
             "HTTP_PORT": str(self.port),
             **settings,

@@ -102,6 +102,9 @@ class RunScript:
     def url(self, path: str = "/") -> str:
         return f"http://{LOOPBACK}:{self.http_port}{path}"
 
+    def redis_password(self) -> str:
+        return (self.secrets_dir / "redis_password").read_text().strip()
+
     def stdout(self) -> str:
         return self.stdout_path.read_text(errors="replace")
 
@@ -167,64 +170,24 @@ def connection_refused(port: int) -> bool:
     return False
 
 
-def test_run_serves_counter(run_script: RunScript) -> None:
-    bodies = [requests.get(run_script.url(), timeout=10).text for _ in range(2)]
-
-    assert bodies == ["Hello World! 1 times.\n", "Hello World! 2 times.\n"]
-    assert f"serving the hit counter at {run_script.url()}" in run_script.stdout()
-
-
-def test_run_writes_password_file(run_script: RunScript) -> None:
-    path = run_script.secrets_dir / "redis_password"
-
-    password = path.read_text().strip()
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert len(password) >= 32
-    assert sorted(p.name for p in run_script.secrets_dir.iterdir()) == [
-        "redis_password"
-    ]
-    assert file_state(REPO_SECRET) == run_script.repo_secret_before
-
-
-def test_run_redis_requires_password(run_script: RunScript) -> None:
-    password = (run_script.secrets_dir / "redis_password").read_text().strip()
-    found = REDIS_STARTED.search(run_script.stderr())
-    assert found is not None
-    port = int(found.group(2))
-    anonymous = redis.Redis(host=LOOPBACK, port=port, retry=Retry(NoBackoff(), 0))
-    admin = redis.Redis(
-        host=LOOPBACK, port=port, password=password, decode_responses=True
-    )
-
-    with pytest.raises(redis.AuthenticationError):
-        anonymous.ping()
-    assert admin.ping()
-    assert admin.config_get("save") == {"save": ""}
-    assert admin.config_get("appendonly") == {"appendonly": "no"}
-    assert admin.config_get("bind") == {"bind": "127.0.0.1"}
-    assert list(Path(admin.config_get("dir")["dir"]).iterdir()) == []
-
-
-def test_run_password_on_no_command_line(run_script: RunScript) -> None:
-    password = (run_script.secrets_dir / "redis_password").read_text().strip()
-    requests.get(run_script.url(), timeout=10)
-    tree = [run_script.process.pid, *descendant_pids(run_script.process.pid)]
-
-    assert pids_with_cmdline_containing(password) == []
-    assert run_script.redis_argv_path.read_text() == "-\n"
-    # scripts/run, redis-server, the gunicorn master and its two workers.
-    assert len(tree) >= 4
-    for pid in tree:
-        assert password.encode() not in read_proc(pid, "environ"), pid
-    assert password not in run_script.stdout() + run_script.stderr()
-
-
 def redis_started(script: RunScript) -> tuple[int, int]:
     """Return the pid and port of the redis-server that `script` logged."""
     found = REDIS_STARTED.search(script.stderr())
     assert found is not None, script.log_tail()
 
     return int(found.group(1)), int(found.group(2))
+
+
+def redis_admin(script: RunScript) -> redis.Redis:
+    """Return a client for the script's redis-server, with the generated password."""
+    _, port = redis_started(script)
+    return redis.Redis(
+        host=LOOPBACK,
+        port=port,
+        password=script.redis_password(),
+        decode_responses=True,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 def gunicorn_master(script: RunScript) -> int:
@@ -247,6 +210,53 @@ def assert_all_stopped(script: RunScript, tree: list[int], redis_port: int) -> N
     assert "redis-server stopped" in script.stderr()
 
 
+def test_run_serves_counter(run_script: RunScript) -> None:
+    bodies = [requests.get(run_script.url(), timeout=10).text for _ in range(2)]
+
+    assert bodies == ["Hello World! 1 times.\n", "Hello World! 2 times.\n"]
+    assert f"serving the hit counter at {run_script.url()}" in run_script.stdout()
+
+
+def test_run_writes_password_file(run_script: RunScript) -> None:
+    path = run_script.secrets_dir / "redis_password"
+
+    password = run_script.redis_password()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(password) >= 32
+    assert sorted(p.name for p in run_script.secrets_dir.iterdir()) == [
+        "redis_password"
+    ]
+    assert file_state(REPO_SECRET) == run_script.repo_secret_before
+
+
+def test_run_redis_requires_password(run_script: RunScript) -> None:
+    _, port = redis_started(run_script)
+    anonymous = redis.Redis(host=LOOPBACK, port=port, retry=Retry(NoBackoff(), 0))
+    admin = redis_admin(run_script)
+
+    with pytest.raises(redis.AuthenticationError):
+        anonymous.ping()
+    assert admin.ping()
+    assert admin.config_get("save") == {"save": ""}
+    assert admin.config_get("appendonly") == {"appendonly": "no"}
+    assert admin.config_get("bind") == {"bind": "127.0.0.1"}
+    assert list(Path(admin.config_get("dir")["dir"]).iterdir()) == []
+
+
+def test_run_password_on_no_command_line(run_script: RunScript) -> None:
+    password = run_script.redis_password()
+    requests.get(run_script.url(), timeout=10)
+    tree = [run_script.process.pid, *descendant_pids(run_script.process.pid)]
+
+    assert pids_with_cmdline_containing(password) == []
+    assert run_script.redis_argv_path.read_text() == "-\n"
+    # scripts/run, redis-server, the gunicorn master and its two workers.
+    assert len(tree) >= 4
+    for pid in tree:
+        assert password.encode() not in read_proc(pid, "environ"), pid
+    assert password not in run_script.stdout() + run_script.stderr()
+
+
 @pytest.mark.parametrize(
     ("signal_number", "expected_code"),
     [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 128 + signal.SIGINT)],
@@ -258,13 +268,16 @@ def test_run_signal_stops_everything(
     tree = descendant_pids(run_script.process.pid)
     assert redis_pid in tree
     assert read_proc(redis_pid, "comm") == b"redis-server\n"
+    # Redis's working directory sits in the script's scratch directory.
+    scratch = Path(redis_admin(run_script).config_get("dir")["dir"]).parent
 
-    # Only the script gets the signal; it must pass the stop on itself.
+    # Only the script gets the signal, so it must stop the others itself.
     run_script.process.send_signal(signal_number)
     returncode = run_script.process.wait(timeout=STOP_TIMEOUT_SECONDS)
 
     assert returncode == expected_code
     assert_all_stopped(run_script, tree, redis_port)
+    assert not scratch.exists()
 
 
 def test_run_gunicorn_exit_stops_redis(run_script: RunScript) -> None:
