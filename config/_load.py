@@ -68,7 +68,7 @@ def source_order(settings: Settings) -> tuple[str, ...]:
 def _bootstrap(
     env: Mapping[str, str], fields: Sequence[Field[Any]]
 ) -> tuple[dict[str, Resolved], tuple[str, ...], list[Problem]]:
-    """Resolve the settings that say where the others come from, and the order."""
+    """Resolve the bootstrap settings from env, and the source order they select."""
     boot_fields = [f for f in fields if f.env_only]
     boot, problems = resolve(boot_fields, [EnvSource(env).collect(boot_fields)])
     if problems:

@@ -105,21 +105,25 @@ class VaultSource:
         return data, version
 
     def _call(self, client: hvac.Client, action: str, request: Callable[[], T]) -> T:
-        """Run a KV read; on 404, say so if the mount has the other KV version."""
-        not_found = False
+        """Run a KV read. After a 404 or 403, name the mount's KV version if it differs.
+
+        A token whose policy grants only the path of the other KV version gets
+        403 rather than 404, so both replies are checked.
+        """
+        rejected = False
 
         def read() -> T:
-            nonlocal not_found
+            nonlocal rejected
             try:
                 return request()
-            except hvac.exceptions.InvalidPath:
-                not_found = True
+            except (hvac.exceptions.InvalidPath, hvac.exceptions.Forbidden):
+                rejected = True
                 raise
 
         try:
             return _vault.call(self.config, action, read)
         except VaultError as error:
-            actual = self._mount_version(client) if not_found else None
+            actual = self._mount_version(client) if rejected else None
             if actual is None or actual == self.kv_version:
                 raise
             message = (
@@ -129,9 +133,9 @@ class VaultSource:
             raise VaultError(message) from None
 
     def _mount_version(self, client: hvac.Client) -> int | None:
-        """Return the KV version of the mount, or None if Vault does not tell."""
-        # The endpoint the Vault CLI uses to choose its KV version; a token
-        # with any access under the mount may read it.
+        """Return the KV version of the mount, or None when Vault does not return it."""
+        # The Vault CLI reads this endpoint to choose its KV version. A token
+        # may read it when its policy grants any path under the mount.
         url = f"/v1/sys/internal/ui/mounts/{self.mount}"
         try:
             response = _vault.translate(
