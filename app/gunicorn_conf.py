@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from typing import Any
@@ -34,10 +35,11 @@ except ConfigError as error:
 
 # Workers write metrics here so that one scrape sums them. Set before any
 # worker imports prometheus_client, which reads it at import time.
+# A directory made here is removed by `on_exit`, but one the caller set is kept.
+_own_metrics_dir: str | None = None
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
-        prefix="hitcounter-metrics-"
-    )
+    _own_metrics_dir = tempfile.mkdtemp(prefix="hitcounter-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
 
 _host = _settings[s.HTTP_HOST]
 _port = _settings[s.HTTP_PORT]
@@ -91,3 +93,15 @@ def when_ready(server: Any) -> None:
     from .metrics import registry
 
     start_http_server(port, addr=_host, registry=registry())
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory made at startup, so none piles up in TMPDIR."""
+    if _own_metrics_dir is None:
+        return
+    try:
+        shutil.rmtree(_own_metrics_dir)
+    except OSError as error:
+        logger.warning(
+            "metrics directory not removed path=%s error=%s", _own_metrics_dir, error
+        )
