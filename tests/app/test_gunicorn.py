@@ -252,3 +252,25 @@ def test_debug_in_production_exits(tmp_path: Path) -> None:
     assert "Traceback" not in stderr
     with pytest.raises(requests.ConnectionError):
         service.get("/healthz")
+
+
+def test_stop_removes_metrics_dir(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    gunicorn_factory: GunicornFactory,
+) -> None:
+    """gunicorn_conf makes a metrics directory under TMPDIR and removes it on exit.
+
+    The service's TMPDIR is its own test directory, which has no other folder.
+    """
+    service = gunicorn_factory(
+        settings_for(tmp_path, redis_server, redis_server.password)
+    )
+    assert service.get("/").status_code == 200
+    created = [path for path in service.directory.iterdir() if path.is_dir()]
+
+    returncode = service.stop()
+
+    assert len(created) == 1
+    assert returncode == 0
+    assert not created[0].exists()
