@@ -374,7 +374,10 @@ def run_step(
             "Check --vault-addr or VAULT_ADDR"
         )
     except OSError as error:
-        message = f"{description} failed: {error.strerror}: {error.filename}"
+        # requests raises a bare OSError, with no strerror, for a bad CA path.
+        reason = error.strerror or str(error)
+        where = f": {error.filename}" if error.filename else ""
+        message = f"{description} failed at {path}: {reason}{where}"
 
     raise BootstrapError(message)
 
@@ -619,7 +622,7 @@ def load_options(args: argparse.Namespace) -> Options:
     return Options(
         vault_addr=args.vault_addr,
         vault_token=read_vault_token(args.vault_token_file),
-        vault_cacert=args.vault_cacert or None,
+        vault_cacert=check_cacert(args.vault_cacert),
         vault_namespace=args.vault_namespace or None,
         redis_host=args.redis_host,
         redis_port=parse_port(args.redis_port),
@@ -657,6 +660,17 @@ def read_vault_token(path: Path | None) -> str:
         raise BootstrapError(message)
 
     return token
+
+
+def check_cacert(value: str | None) -> str | None:
+    if not value:
+        return None
+
+    if not Path(value).is_file():
+        message = f"CA bundle {value!r} from --vault-cacert or $VAULT_CACERT not found"
+        raise BootstrapError(message)
+
+    return value
 
 
 def read_ca_cert(path: Path | None) -> str | None:

@@ -443,6 +443,11 @@ def test_mount_of_other_type_rejected(target: Bootstrap) -> None:
         (("--default-ttl", "0"), {}, "invalid --default-ttl or --max-ttl"),
         (("--token-ttl", "90", "--token-max-ttl", "60"), {}, "exceeds"),
         (("--db-mount", "/"), {}, "invalid --db-mount '/'"),
+        (
+            (),
+            {"VAULT_CACERT": "/nonexistent/ca.pem"},
+            "CA bundle '/nonexistent/ca.pem'",
+        ),
     ],
     ids=[
         "no addr",
@@ -452,6 +457,7 @@ def test_mount_of_other_type_rejected(target: Bootstrap) -> None:
         "zero ttl",
         "ttl above max",
         "empty mount",
+        "missing ca file",
     ],
 )
 def test_invalid_options_rejected(
