@@ -95,8 +95,11 @@ def _read_local_sources(
         # `<NAME>_FILE` may come from .env too, below the real environment.
         variables = {**dotenv.values, **env}
     if "files" in order:
-        directory = Path(boot[s.SECRETS_DIR.name].value)
-        findings["files"] = FileSource(directory, variables).collect(fields)
+        secrets_dir = boot[s.SECRETS_DIR.name]
+        files = FileSource(
+            Path(secrets_dir.value), variables, directory_origin=secrets_dir.origin
+        )
+        findings["files"] = files.collect(fields)
     if "env" in order:
         usable = [f for f in fields if not f.env_only]
         findings["env"] = EnvSource(env).collect(usable)

@@ -39,24 +39,71 @@ class FileSource:
 
     name = "files"
 
-    def __init__(self, directory: Path, variables: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        variables: Mapping[str, str],
+        *,
+        directory_origin: Origin | str = "SECRETS_DIR",
+    ) -> None:
         self.directory = directory
         self.variables = variables
+        # Where the directory's path came from, for problems with the directory.
+        self.directory_origin = directory_origin
         self._stripped_logged: set[str] = set()
 
     def collect(self, fields: Sequence[Field[Any]]) -> Findings:
         findings = Findings(self.name)
-        if not self.directory.is_dir():
-            logger.debug("secrets directory absent path=%s", self.directory)
+        read_directory = self._directory_usable(findings)
 
         for fld in fields:
             if fld.env_only:
                 continue
-            self._collect_one(fld, findings)
+            self._collect_one(fld, findings, read_directory=read_directory)
 
         return findings
 
-    def _collect_one(self, fld: Field[Any], findings: Findings) -> None:
+    def _directory_usable(self, findings: Findings) -> bool:
+        """Return whether to read the directory, and report it once if unusable.
+
+        Without this check, a path that is a file or cannot be entered would
+        give one problem per declared setting.
+        """
+        try:
+            info = self.directory.stat()
+        except FileNotFoundError:
+            logger.debug("secrets directory absent path=%s", self.directory)
+            return False
+        except OSError as error:
+            reason = f"cannot read {self.directory}: {error.strerror}"
+            self._directory_problem(findings, reason)
+            return False
+
+        if not stat.S_ISDIR(info.st_mode):
+            reason = (
+                f"{self.directory} is not a directory; set SECRETS_DIR to the "
+                "directory that contains the secret files"
+            )
+            self._directory_problem(findings, reason)
+            return False
+        if not os.access(self.directory, os.X_OK):
+            reason = (
+                f"permission denied entering {self.directory} (process uid "
+                f"{os.getuid()}); make the directory searchable by the "
+                "service's user"
+            )
+            self._directory_problem(findings, reason)
+            return False
+
+        return True
+
+    def _directory_problem(self, findings: Findings, reason: str) -> None:
+        problem = Problem("SECRETS_DIR", self.directory_origin, reason)
+        findings.problems.append(problem)
+
+    def _collect_one(
+        self, fld: Field[Any], findings: Findings, *, read_directory: bool
+    ) -> None:
         variable = f"{fld.name}_FILE"
         named = self.variables.get(variable)
         if named:
@@ -67,6 +114,8 @@ class FileSource:
             origin = Origin("file", f"{named} (from {variable})")
             self._read(fld, Path(named), origin, findings, explicit=True)
 
+        if not read_directory:
+            return
         path = self.directory / fld.key
         self._read(fld, path, Origin("file", str(path)), findings, explicit=False)
 
