@@ -198,6 +198,42 @@ def test_secret_file_unreadable(world_traversable_dir: Path) -> None:
     assert "s3cr3t" not in output
 
 
+def test_secrets_dir_not_searchable(world_traversable_dir: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to load as another user")
+    secrets_dir = world_traversable_dir / "secrets"
+    secrets_dir.mkdir(mode=0o700)
+    (secrets_dir / "redis_password").write_text("s3cr3t\n")
+
+    output = load_as_user(NOBODY_UID, secrets_dir)
+
+    # One problem for the directory, not one per declared setting.
+    assert output.startswith("invalid configuration, 1 problem:\n")
+    assert f"permission denied entering {secrets_dir} (process uid" in output
+    assert "SECRETS_DIR from env SECRETS_DIR" in output
+
+
+def test_secrets_dir_is_a_file(layout: Layout) -> None:
+    layout.secrets_dir.write_text("not a directory\n")
+
+    error = load_error(layout.environ())
+
+    assert len(error.problems) == 1
+    assert str(error.problems[0]) == (
+        f"SECRETS_DIR from env SECRETS_DIR: {layout.secrets_dir} is not a "
+        "directory; set SECRETS_DIR to the directory that contains the secret files"
+    )
+
+
+def test_secrets_dir_problem_keeps_named_files(layout: Layout, tmp_path: Path) -> None:
+    layout.secrets_dir.write_text("not a directory\n")
+    missing = tmp_path / "no-such-file"
+
+    error = load_error(layout.environ(REDIS_PASSWORD_FILE=str(missing)))
+
+    assert {p.setting for p in error.problems} == {"SECRETS_DIR", "REDIS_PASSWORD"}
+
+
 def make_kubernetes_volume(secrets_dir: Path) -> None:
     """Lay out `secrets_dir` as the kubelet lays out a secret volume."""
     timestamped = secrets_dir / "..2026_12_04"
