@@ -34,7 +34,7 @@ def load_settings(
     """
     env = dict(os.environ if environ is None else environ)
     boot, order, problems = _bootstrap(env, fields)
-    findings = _read_local_sources(env, boot, order, fields)
+    findings, dotenv_values = _read_local_sources(env, boot, order, fields)
 
     vault = _vault_source(boot, order, findings, fields)
     if vault is not None:
@@ -45,7 +45,7 @@ def load_settings(
     resolved, rest_problems = resolve(rest, ordered)
     resolved.update(boot)
     problems += rest_problems
-    problems += _cross_check(resolved, env)
+    problems += _cross_check(resolved, env, dotenv_values)
 
     if problems:
         raise SettingsError(problems)
@@ -85,13 +85,16 @@ def _read_local_sources(
     boot: Mapping[str, Resolved],
     order: Sequence[str],
     fields: Sequence[Field[Any]],
-) -> dict[str, Findings]:
+) -> tuple[dict[str, Findings], dict[str, str]]:
+    """Read files, env and .env, and return their findings and the .env bindings."""
     findings: dict[str, Findings] = {}
     variables: dict[str, str] = dict(env)
+    dotenv_values: dict[str, str] = {}
 
     if "dotenv" in order:
         dotenv = DotenvSource(Path(boot[s.DOTENV_PATH.name].value))
         findings["dotenv"] = dotenv.collect(fields)
+        dotenv_values = dotenv.values
         # `<NAME>_FILE` may come from .env too, below the real environment.
         variables = {**dotenv.values, **env}
     if "files" in order:
@@ -104,7 +107,7 @@ def _read_local_sources(
         usable = [f for f in fields if not f.env_only]
         findings["env"] = EnvSource(env).collect(usable)
 
-    return findings
+    return findings, dotenv_values
 
 
 def _vault_source(
@@ -155,7 +158,9 @@ def vault_config(value: Any) -> VaultConfig:
 
 
 def _cross_check(
-    resolved: Mapping[str, Resolved], env: Mapping[str, str]
+    resolved: Mapping[str, Resolved],
+    env: Mapping[str, str],
+    dotenv_values: Mapping[str, str],
 ) -> list[Problem]:
     """Check rules that span settings. Skips settings that failed to resolve."""
     problems: list[Problem] = []
@@ -177,13 +182,18 @@ def _cross_check(
             )
             problems.append(Problem(s.APP_DEBUG.name, debug.origin, reason))
 
+    url_origin = None
     if env.get("REDIS_URL"):
+        url_origin = Origin("env", "REDIS_URL")
+    elif dotenv_values.get("REDIS_URL"):
+        url_origin = Origin(".env", "REDIS_URL")
+    if url_origin is not None:
         reason = (
             "is not read: a URL would carry the password in a non-secret value; "
             "set REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_USERNAME, REDIS_TLS and "
             "REDIS_PASSWORD (or REDIS_PASSWORD_FILE) instead"
         )
-        problems.append(Problem("REDIS_URL", Origin("env", "REDIS_URL"), reason))
+        problems.append(Problem("REDIS_URL", url_origin, reason))
 
     role = resolved.get(s.VAULT_DB_ROLE.name)
     addr = resolved.get(s.VAULT_ADDR.name)

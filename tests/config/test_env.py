@@ -266,6 +266,24 @@ def test_redis_url_rejected(layout: Layout) -> None:
     assert "hunter2" not in message
 
 
+def test_redis_url_in_dotenv_rejected(layout: Layout) -> None:
+    layout.dotenv("REDIS_URL=redis://:hunter2@cache:6379/0\n")
+
+    error = load_error(layout.environ(APP_ENV="development"))
+
+    message = problem_for(error, "REDIS_URL")
+    assert message.startswith("REDIS_URL from .env REDIS_URL: is not read")
+    assert "hunter2" not in message
+
+
+def test_redis_url_in_unread_dotenv_ignored(layout: Layout) -> None:
+    layout.dotenv("REDIS_URL=redis://cache:6379/0\n")
+
+    settings = load(layout.environ(APP_ENV="production"))
+
+    assert settings["REDIS_HOST"] == "localhost"
+
+
 def test_secret_from_env_warns_in_production(
     layout: Layout, caplog: pytest.LogCaptureFixture
 ) -> None:
