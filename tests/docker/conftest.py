@@ -76,6 +76,9 @@ def app_image(
         work_dir,
     )
     started = time.monotonic()
-    project.compose("build", "web", timeout=900)
+    build = project.compose("build", "web", timeout=900)
     print(f"app image built in {time.monotonic() - started:.0f} s")
+    # Checked with docker itself, because the compose exit code is not reliable.
+    found = docker_engine.docker("image", "inspect", APP_IMAGE, check=False)
+    assert found.returncode == 0, f"compose build failed:\n{build.stderr}"
     return APP_IMAGE

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.docker.deploy import (
+    ALL_COMMAND_LINES,
+    ALL_ENVIRONMENTS,
     COMPOSE_FILE,
     ComposeProject,
     counter_value,
@@ -72,14 +74,17 @@ def deployment(
     project.compose("up", "--detach", "--no-build")
     base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_ready(f"{base_url}/readyz", lambda: _logs(project))
+        wait_until_ready(
+            lambda: http_get(f"{base_url}/readyz", timeout=3), lambda: _logs(project)
+        )
         yield Deployment(project, base_url, password, secret_file, work_dir)
     finally:
         project.down()
 
 
 def _logs(project: ComposeProject) -> str:
-    return project.compose("logs", "--no-color", check=False).stdout
+    result = project.compose("logs", "--no-color", check=False)
+    return result.stdout + result.stderr
 
 
 def test_counter_counts_from_one(deployment: Deployment) -> None:
@@ -185,7 +190,7 @@ def _process_command_lines(deployment: Deployment) -> str:
     # one is running at that moment.
     return "".join(
         deployment.engine.docker(
-            "exec", deployment.container(name), "sh", "-c", "cat /proc/*/cmdline"
+            "exec", deployment.container(name), "sh", "-c", ALL_COMMAND_LINES
         ).stdout
         for name in ("web", "redis")
     )
@@ -195,7 +200,7 @@ def _process_environments(deployment: Deployment) -> str:
     # `env` shows what a docker exec gets; /proc/1/environ is the main process.
     return "".join(
         deployment.engine.docker(
-            "exec", deployment.container(name), "sh", "-c", "env; cat /proc/1/environ"
+            "exec", deployment.container(name), "sh", "-c", ALL_ENVIRONMENTS
         ).stdout
         for name in ("web", "redis")
     )
