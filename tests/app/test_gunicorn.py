@@ -235,6 +235,7 @@ def test_startup_logs_each_setting_once(
     assert logged["REDIS_PASSWORD"] == (MASK, f"file {secrets_file}")
     assert logged["REDIS_PORT"] == (str(redis_server.port), "env REDIS_PORT")
     assert logged["COUNTER_KEY"] == ("hits", "default")
+    assert logged["APP_DEBUG"] == ("False", "default")
     assert redis_server.password not in service.output()
 
 
