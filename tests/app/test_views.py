@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -283,3 +284,21 @@ def test_no_secret_in_debug_logs(
     assert "setting name=REDIS_PASSWORD value=**********" in caplog.text
     assert "counter update failed" in caplog.text
     assert redis_server.password not in caplog.text
+
+
+def test_slow_redis_times_out_503(tmp_path: Path, redis_server: RedisServer) -> None:
+    client = make_app(tmp_path, redis_server, REDIS_SOCKET_TIMEOUT="0.5").test_client()
+    assert client.get("/").status_code == 200
+
+    # CLIENT PAUSE holds every client's commands, so Redis accepts the
+    # connection and the command but sends no reply until the pause ends.
+    redis_server.admin_client().execute_command("CLIENT", "PAUSE", "3000", "ALL")
+    started = time.monotonic()
+    response = client.get("/")
+    elapsed = time.monotonic() - started
+    redis_server.admin_client().execute_command("CLIENT", "UNPAUSE")
+
+    assert response.status_code == 503
+    assert response.get_data(as_text=True) == UNAVAILABLE
+    assert elapsed < 2.0
+    assert client.get("/").status_code == 200
