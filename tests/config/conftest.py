@@ -6,6 +6,7 @@ under the test's `tmp_path`, so no test reads /run/secrets or a real .env.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from collections.abc import Iterator
@@ -108,37 +109,40 @@ def vault(bao_server: BaoServer, request: pytest.FixtureRequest) -> VaultData:
     return VaultData(bao_server, path)
 
 
-class RequestCounter:
-    """Counts the HTTP requests hvac sends, by method and URL path.
+class AuditedBaoServer(BaoServer):
+    """An OpenBao dev server that writes every request to a file audit device.
 
-    This wraps `requests.Session.request` and passes every call through to the
-    real server unchanged, so it observes traffic without faking any of it.
+    OpenBao 2 accepts audit devices only from its configuration file, not
+    through `sys/audit`, so the device is declared in a file given to -config.
     """
 
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, str]] = []
+    @property
+    def audit_log(self) -> Path:
+        return self.directory / "audit.log"
 
-    def count(self, method: str, path: str) -> int:
-        return self.requests.count((method.upper(), path))
+    def argv(self) -> list[str]:
+        config_file = self.directory / "audit.hcl"
+        config_file.write_text(
+            'audit "file" "requests" {\n'
+            f'  options {{\n    file_path = "{self.audit_log}"\n  }}\n'
+            "}\n"
+        )
+        return [*super().argv(), f"-config={config_file}"]
+
+    def request_paths(self) -> list[str]:
+        """Return the path of every request audited so far, in order."""
+        if not self.audit_log.exists():
+            return []
+        entries = [json.loads(line) for line in self.audit_log.read_text().splitlines()]
+        return [e["request"]["path"] for e in entries if e["type"] == "request"]
 
 
 @pytest.fixture
-def request_counter(monkeypatch: pytest.MonkeyPatch) -> Iterator[RequestCounter]:
-    counter = RequestCounter()
-    original = requests.Session.request
-
-    def counting(
-        session: requests.Session,
-        method: str,
-        url: str,
-        *args: object,
-        **kwargs: object,
-    ) -> requests.Response:
-        counter.requests.append((method.upper(), requests.utils.urlparse(url).path))
-        return original(session, method, url, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(requests.Session, "request", counting)
-    yield counter
+def audited_bao_server(tmp_path: Path) -> Iterator[AuditedBaoServer]:
+    server = AuditedBaoServer(tmp_path / "bao-audited")
+    server.start()
+    yield server
+    server.stop()
 
 
 class TlsBaoServer(BaoServer):

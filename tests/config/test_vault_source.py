@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.config.conftest import (
+    AuditedBaoServer,
     Layout,
-    RequestCounter,
     TlsBaoServer,
     VaultData,
     load,
@@ -34,23 +34,23 @@ def vault_problem(error: object) -> str:
 
 
 def test_kv2_reads_all_keys_once(
-    layout: Layout, vault: VaultData, request_counter: RequestCounter
+    layout: Layout, audited_bao_server: AuditedBaoServer
 ) -> None:
+    vault = VaultData(audited_bao_server, "hitcounter")
     version = vault.write(
         redis_host="cache.vault", redis_port="6380", redis_password="vault-pass"
     )
-    request_counter.requests.clear()
+    before = len(audited_bao_server.request_paths())
 
     settings = load(layout.environ(**vault.environ()))
 
     assert settings["REDIS_HOST"] == "cache.vault"
     assert settings["REDIS_PORT"] == 6380
     assert settings["REDIS_PASSWORD"].reveal() == "vault-pass"
-    assert request_counter.count("GET", f"/v1/secret/data/{vault.path}") == 1
-    kv_requests = [r for r in request_counter.requests if r[1].startswith("/v1/secret")]
-    assert len(kv_requests) == 1
+    paths = audited_bao_server.request_paths()[before:]
+    assert [p for p in paths if p.startswith("secret/")] == ["secret/data/hitcounter"]
     origin = str(settings.resolved("REDIS_PORT").origin)
-    assert origin == f"vault secret/data/{vault.path}#redis_port (version {version})"
+    assert origin == f"vault secret/data/hitcounter#redis_port (version {version})"
 
 
 def test_kv2_reports_latest_version(layout: Layout, vault: VaultData) -> None:
@@ -117,17 +117,18 @@ def test_unknown_and_vault_keys_ignored(
 
 
 def test_vault_needs_kv_path(
-    layout: Layout, vault: VaultData, request_counter: RequestCounter
+    layout: Layout, audited_bao_server: AuditedBaoServer
 ) -> None:
+    vault = VaultData(audited_bao_server, "hitcounter")
     vault.write(redis_host="cache.vault")
     environ = layout.environ(**vault.environ())
     del environ["VAULT_KV_PATH"]
-    request_counter.requests.clear()
+    before = len(audited_bao_server.request_paths())
 
     settings = load(environ)
 
     assert settings["REDIS_HOST"] == "localhost"
-    assert request_counter.requests == []
+    assert audited_bao_server.request_paths()[before:] == []
 
 
 def test_token_from_token_file(
