@@ -169,7 +169,8 @@ def test_canary_password_never_shown(
         tmp_path, server, canary, LOG_LEVEL="DEBUG", WEB_CONCURRENCY="2"
     )
     service = gunicorn_factory(settings, workers=2)
-    responses = [service.get(path) for path in ("/", "/readyz", "/missing")]
+    paths = ("/", "/readyz", "/missing", "/metrics")
+    responses = [service.get(path) for path in paths]
     server.stop()
     responses += [service.get(path) for path in ("/", "/readyz")]
     server.start()
@@ -182,7 +183,8 @@ def test_canary_password_never_shown(
     }
     service.stop()
 
-    assert [r.status_code for r in responses] == [200, 200, 404, 503, 503, 200, 200]
+    statuses = [response.status_code for response in responses]
+    assert statuses == [200, 200, 404, 200, 503, 503, 200, 200]
     for response in responses:
         assert canary not in response.text
     assert len(processes) == 3
