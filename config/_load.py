@@ -163,6 +163,13 @@ def _cross_check(
     dotenv_values: Mapping[str, str],
 ) -> list[Problem]:
     """Check rules that span settings. Skips settings that failed to resolve."""
+    problems = _debug_problems(resolved)
+    problems += _redis_url_problems(env, dotenv_values)
+    problems += _vault_problems(resolved)
+    return problems
+
+
+def _debug_problems(resolved: Mapping[str, Resolved]) -> list[Problem]:
     problems: list[Problem] = []
     debug = resolved.get(s.APP_DEBUG.name)
     host = resolved.get(s.HTTP_HOST.name)
@@ -182,24 +189,47 @@ def _cross_check(
             )
             problems.append(Problem(s.APP_DEBUG.name, debug.origin, reason))
 
+    return problems
+
+
+def _redis_url_problems(
+    env: Mapping[str, str], dotenv_values: Mapping[str, str]
+) -> list[Problem]:
     url_origin = None
     if env.get("REDIS_URL"):
         url_origin = Origin("env", "REDIS_URL")
     elif dotenv_values.get("REDIS_URL"):
         url_origin = Origin(".env", "REDIS_URL")
-    if url_origin is not None:
-        reason = (
-            "is not read: a URL would carry the password in a non-secret value; "
-            "set REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_USERNAME, REDIS_TLS and "
-            "REDIS_PASSWORD (or REDIS_PASSWORD_FILE) instead"
-        )
-        problems.append(Problem("REDIS_URL", url_origin, reason))
+    if url_origin is None:
+        return []
+
+    reason = (
+        "is not read: a URL would carry the password in a non-secret value; "
+        "set REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_USERNAME, REDIS_TLS and "
+        "REDIS_PASSWORD (or REDIS_PASSWORD_FILE) instead"
+    )
+    return [Problem("REDIS_URL", url_origin, reason)]
+
+
+def _vault_problems(resolved: Mapping[str, Resolved]) -> list[Problem]:
+    """Reject Vault settings that would be ignored without VAULT_ADDR.
+
+    Ignoring them would start the service without the values it expects from
+    Vault, for example when the file that should set VAULT_ADDR is missing.
+    """
+    problems: list[Problem] = []
+    addr = resolved.get(s.VAULT_ADDR.name)
+    if addr is None or addr.value:
+        return problems
 
     role = resolved.get(s.VAULT_DB_ROLE.name)
-    addr = resolved.get(s.VAULT_ADDR.name)
-    if role is not None and role.value and addr is not None and not addr.value:
+    if role is not None and role.value:
         reason = "needs VAULT_ADDR, because Vault issues the Redis credentials"
         problems.append(Problem(s.VAULT_DB_ROLE.name, role.origin, reason))
+    path = resolved.get(s.VAULT_KV_PATH.name)
+    if path is not None and path.value:
+        reason = "needs VAULT_ADDR, because the settings at this path come from Vault"
+        problems.append(Problem(s.VAULT_KV_PATH.name, path.origin, reason))
 
     return problems
 
