@@ -112,8 +112,9 @@ def vault(bao_server: BaoServer, request: pytest.FixtureRequest) -> VaultData:
 class AuditedBaoServer(BaoServer):
     """An OpenBao dev server that writes every request to a file audit device.
 
-    OpenBao 2 accepts audit devices only from its configuration file, not
-    through `sys/audit`, so the device is declared in a file given to -config.
+    OpenBao 2.7 rejects `sys/audit` requests and asks for "declarative,
+    config-based audit device management", so the device is declared in a
+    file given to -config.
     """
 
     @property

@@ -131,6 +131,21 @@ def test_vault_needs_kv_path(
     assert audited_bao_server.request_paths()[before:] == []
 
 
+@pytest.mark.parametrize(
+    ("variable", "reason"),
+    [
+        ("VAULT_KV_PATH", "the settings at this path come from Vault"),
+        ("VAULT_DB_ROLE", "Vault issues the Redis credentials"),
+    ],
+)
+def test_vault_setting_needs_addr(layout: Layout, variable: str, reason: str) -> None:
+    error = load_error(layout.environ(**{variable: "hitcounter"}))
+
+    assert [str(p) for p in error.problems] == [
+        f"{variable} from env {variable}: needs VAULT_ADDR, because {reason}"
+    ]
+
+
 def test_token_from_token_file(
     layout: Layout, vault: VaultData, tmp_path: Path
 ) -> None:
