@@ -229,6 +229,24 @@ def test_run_writes_password_file(run_script: RunScript) -> None:
     assert file_state(REPO_SECRET) == run_script.repo_secret_before
 
 
+def test_run_replaces_old_password(tmp_path: Path) -> None:
+    old = tmp_path / "secrets" / "redis_password"
+    old.parent.mkdir()
+    old.write_text("old-password\n")
+    old.chmod(0o644)
+
+    script = RunScript(tmp_path)
+    try:
+        script.wait_ready()
+        password = script.redis_password()
+        mode = stat.S_IMODE(old.stat().st_mode)
+    finally:
+        script.terminate()
+
+    assert password != "old-password"
+    assert mode == 0o600
+
+
 def test_run_redis_requires_password(run_script: RunScript) -> None:
     _, port = redis_started(run_script)
     anonymous = redis.Redis(host=LOOPBACK, port=port, retry=Retry(NoBackoff(), 0))
