@@ -13,7 +13,7 @@ import pytest
 
 import config
 from config.sources.files import MAX_FILE_BYTES
-from tests.config.conftest import Layout, load, load_error, problem_for
+from tests.config.conftest import Layout, VaultData, load, load_error, problem_for
 
 NOBODY_UID = 65534
 
@@ -344,14 +344,35 @@ def test_password_file_variable_missing(layout: Layout, tmp_path: Path) -> None:
     assert "REDIS_PASSWORD_FILE" in message
 
 
-def test_password_file_missing_no_fallback(layout: Layout, tmp_path: Path) -> None:
+def test_password_file_missing_no_fallback(
+    layout: Layout, vault: VaultData, tmp_path: Path
+) -> None:
     missing = tmp_path / "no-such-file"
-    layout.dotenv("REDIS_PASSWORD=from-dotenv\n")
-    environ = layout.environ(APP_ENV="development", REDIS_PASSWORD_FILE=str(missing))
+    # Vault is the one lower source that may hold the password while
+    # REDIS_PASSWORD_FILE is set, because env and .env would conflict with it.
+    vault.write(redis_password="from-vault")
+    environ = layout.environ(**vault.environ(), REDIS_PASSWORD_FILE=str(missing))
 
     error = load_error(environ)
 
-    assert [p.setting for p in error.problems] == ["REDIS_PASSWORD"]
+    assert len(error.problems) == 1
+    assert f"{missing} does not exist" in problem_for(error, "REDIS_PASSWORD")
+
+
+@pytest.mark.parametrize("source", ["env", "dotenv"])
+def test_password_file_missing_with_password(
+    layout: Layout, tmp_path: Path, source: str
+) -> None:
+    missing = tmp_path / "no-such-file"
+    environ = layout.environ(APP_ENV="development", REDIS_PASSWORD_FILE=str(missing))
+    if source == "env":
+        environ["REDIS_PASSWORD"] = "from-env"
+    else:
+        layout.dotenv("REDIS_PASSWORD=from-dotenv\n")
+
+    message = problem_for(load_error(environ), "REDIS_PASSWORD")
+
+    assert "both REDIS_PASSWORD and REDIS_PASSWORD_FILE are set" in message
 
 
 def test_password_file_external_hint(layout: Layout) -> None:
