@@ -10,7 +10,7 @@ import signal
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -70,7 +70,11 @@ class RunScript:
     """scripts/run as a child process, with its output in two files."""
 
     def __init__(
-        self, directory: Path, *args: str, http_port: int | str | None = None
+        self,
+        directory: Path,
+        *args: str,
+        http_port: int | str | None = None,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.http_port = free_port() if http_port is None else http_port
         self.repo_secret_before = file_state(REPO_SECRET)
@@ -87,6 +91,7 @@ class RunScript:
             # The script runs the development profile, which would read a .env
             # file from the repository; this one does not exist.
             "DOTENV_PATH": str(directory / "absent.env"),
+            **(extra_env or {}),
         }
         with self.stdout_path.open("wb") as stdout, self.stderr_path.open("wb") as err:
             # A session of its own, so a failed test can stop the whole tree.
@@ -245,6 +250,24 @@ def test_run_replaces_old_password(tmp_path: Path) -> None:
 
     assert password != "old-password"
     assert mode == 0o600
+
+
+def test_run_ignores_inherited_redis_settings(tmp_path: Path) -> None:
+    inherited = {
+        "REDIS_PASSWORD_FILE": str(tmp_path / "absent-password"),
+        "REDIS_USERNAME": "someone-else",
+        "REDIS_PORT": "1",
+        # Nothing listens on port 1, so a service that used this would fail.
+        "VAULT_ADDR": "http://127.0.0.1:1",
+    }
+    script = RunScript(tmp_path, extra_env=inherited)
+    try:
+        script.wait_ready()
+        body = requests.get(script.url(), timeout=10).text
+    finally:
+        script.terminate()
+
+    assert body == "Hello World! 1 times.\n"
 
 
 def test_run_redis_requires_password(run_script: RunScript) -> None:
