@@ -21,8 +21,10 @@ from .env import EnvSource
 
 logger = logging.getLogger(__name__)
 
-# python-dotenv drops ` #...` from an unquoted value as a comment.
-_UNQUOTED_COMMENT = re.compile(r"=\s*[^'\"\s][^\r\n]*\s#")
+# python-dotenv drops ` #...` from an unquoted value as a comment. The match
+# starts at the binding's first `=`, so a quoted value containing `=` and ` #`
+# is not taken for an unquoted one.
+_UNQUOTED_COMMENT = re.compile(r"[^=]*=[ \t]*[^'\"\s][^\r\n]*[ \t]#")
 
 
 class DotenvSource:
@@ -63,8 +65,8 @@ class DotenvSource:
                 continue
             values[binding.key] = binding.value
             lines[binding.key] = f"{self.path}:{line}"
-            if binding.key in secrets and _UNQUOTED_COMMENT.search(
-                binding.original.string
+            if binding.key in secrets and _UNQUOTED_COMMENT.match(
+                binding.original.string.lstrip()
             ):
                 logger.warning(
                     "dotenv value cut at '#' setting=%s path=%s line=%d: "

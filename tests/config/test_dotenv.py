@@ -111,6 +111,29 @@ def test_dotenv_malformed_line_after_blank(layout: Layout) -> None:
     assert str(error.problems[0]) == f".env {path}: line 4 could not be parsed"
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "REDIS_PASSWORD=p@ss #word",
+        "export REDIS_PASSWORD=p@ss\t#word",
+        "  REDIS_PASSWORD = a=b #c",
+        "REDIS_PASSWORD=p@ss # note 'quoted'",
+    ],
+)
+def test_dotenv_cut_warning_lines(
+    layout: Layout, caplog: pytest.LogCaptureFixture, line: str
+) -> None:
+    layout.dotenv("\n" + line + "\n")
+    caplog.set_level(logging.WARNING)
+
+    load(layout.environ(**DEVELOPMENT))
+
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        f"dotenv value cut at '#' setting=REDIS_PASSWORD path={layout.dotenv_path} "
+        "line=2"
+    ]
+
+
 def test_dotenv_cut_secret_warns(
     layout: Layout, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -130,7 +153,14 @@ def test_dotenv_cut_secret_warns(
 
 @pytest.mark.parametrize(
     "line",
-    ["REDIS_PASSWORD='p@ss #word'", 'REDIS_PASSWORD="p@ss #word"', "REDIS_HOST=a #b"],
+    [
+        "REDIS_PASSWORD='p@ss #word'",
+        'REDIS_PASSWORD="p@ss #word"',
+        'REDIS_PASSWORD="a=b #c"',
+        "export REDIS_PASSWORD='x=y #z'",
+        "REDIS_PASSWORD=p@ss#word",
+        "REDIS_HOST=a #b",
+    ],
 )
 def test_dotenv_no_cut_warning(
     layout: Layout, caplog: pytest.LogCaptureFixture, line: str
