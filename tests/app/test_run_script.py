@@ -88,8 +88,8 @@ class RunScript:
             "PATH": f"{shim_dir}{os.pathsep}{os.environ.get('PATH', '')}",
             "HTTP_PORT": str(self.http_port),
             "RUN_SECRETS_DIR": str(self.secrets_dir),
-            # The script runs the development profile, which would read a .env
-            # file from the repository; this one does not exist.
+            # The script runs the development profile, which reads .env from the
+            # repository by default. This path names a file that does not exist.
             "DOTENV_PATH": str(directory / "absent.env"),
             **(extra_env or {}),
         }
@@ -117,7 +117,7 @@ class RunScript:
         return self.stderr_path.read_text(errors="replace")
 
     def wait_ready(self) -> None:
-        """Wait until the script has printed the URL and /readyz answers 200."""
+        """Wait until the script has printed the URL and /readyz returns 200."""
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -138,7 +138,11 @@ class RunScript:
         return f"{read_log_tail(self.stderr_path)}\n{read_log_tail(self.stdout_path)}"
 
     def terminate(self) -> int:
-        """Send SIGTERM to the script alone, as a supervisor would; return its code."""
+        """Send SIGTERM to the script alone and return its exit code.
+
+        Like a supervisor, this signals only the script, which must stop
+        gunicorn and redis-server itself.
+        """
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
@@ -151,7 +155,7 @@ class RunScript:
 
 @pytest.fixture
 def run_script(tmp_path: Path) -> Iterator[RunScript]:
-    """scripts/run, started and answering /readyz."""
+    """scripts/run, started, with /readyz returning 200."""
     script = RunScript(tmp_path)
     try:
         script.wait_ready()
@@ -309,7 +313,7 @@ def test_run_signal_stops_everything(
     tree = descendant_pids(run_script.process.pid)
     assert redis_pid in tree
     assert read_proc(redis_pid, "comm") == b"redis-server\n"
-    # Redis's working directory sits in the script's scratch directory.
+    # Redis's working directory is in the script's scratch directory.
     scratch = Path(redis_admin(run_script).config_get("dir")["dir"]).parent
 
     # Only the script gets the signal, so it must stop the others itself.
