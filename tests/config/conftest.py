@@ -7,8 +7,11 @@ under the test's `tmp_path`, so no test reads /run/secrets or a real .env.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,6 +73,21 @@ def problem_for(error: config.SettingsError, setting: str | None) -> str:
     matching = [str(p) for p in error.problems if p.setting == setting]
     assert len(matching) == 1, f"expected one problem for {setting}: {error}"
     return matching[0]
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `python -m config ARGS` with only `environ` and what Python needs."""
+    env = {"PATH": os.environ.get("PATH", os.defpath), "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "config", *args],
+        env={**env, **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 class VaultData:

@@ -3,29 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from config import MASK, SETTINGS
-from tests.config.conftest import Layout
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_cli(*args: str, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run `python -m config ARGS` with only `environ` and what Python needs."""
-    env = {"PATH": os.environ.get("PATH", os.defpath), "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "config", *args],
-        env={**env, **environ},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.config.conftest import Layout, run_cli
 
 
 @pytest.fixture

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,10 +20,9 @@ from config import _vault
 from config.cli import explain_records, print_table
 from config.errors import ConfigError
 from config.sources.files import MAX_FILE_BYTES
-from tests.config.conftest import Layout, VaultData, load, load_error
+from tests.config.conftest import Layout, VaultData, load, load_error, run_cli
 from tests.support.servers import free_port
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 WINDOW = 6
 
 
@@ -126,17 +122,6 @@ def planted_environ(
     layout.secret_file("redis_password", canaries.file_password + "\n")
     return layout.environ(
         **vault_with_canaries.environ(), REDIS_PASSWORD=canaries.env_password
-    )
-
-
-def run_cli(*args: str, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ.get("PATH", os.defpath), "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "config", *args],
-        env={**env, **environ},
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
 
 
