@@ -7,12 +7,16 @@ configured but broken never lets a lower source (env) supply the value.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+import config
 from tests.config.conftest import (
     AuditedBaoServer,
     Layout,
@@ -478,3 +482,25 @@ def test_tls_wrong_cacert(
     message = vault_problem(load_error(environ))
 
     assert "TLS verification failed; check VAULT_CACERT" in message
+
+
+def test_vault_values_stay_out_of_os_environ(
+    layout: Layout, vault: VaultData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vault.write(redis_password="vault-only-pass", redis_host="cache.vault")
+    for name, value in layout.environ(**vault.environ()).items():
+        monkeypatch.setenv(name, value)
+    before = dict(os.environ)
+
+    settings = config.load_settings()
+
+    assert settings["REDIS_HOST"] == "cache.vault"
+    assert dict(os.environ) == before
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(sorted(os.environ.items()))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "vault-only-pass" not in child.stdout
+    assert "cache.vault" not in child.stdout
