@@ -102,6 +102,15 @@ def test_explain_json_configured_order(layout: Layout) -> None:
     assert by_name["CONFIG_SOURCES"]["value"] == ["env", "files"]
 
 
+def test_explain_table_configured_order(layout: Layout) -> None:
+    result = run_cli("explain", environ=layout.environ(CONFIG_SOURCES="env,files"))
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == (
+        "source order: env,files,default (first wins)"
+    )
+
+
 def test_check_valid(planted: dict[str, str]) -> None:
     result = run_cli("check", environ=planted)
 

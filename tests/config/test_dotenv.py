@@ -242,6 +242,16 @@ def test_dotenv_invalid_utf8(layout: Layout) -> None:
     assert f"cannot read {layout.dotenv_path}" in str(error.problems[0])
 
 
+def test_dotenv_path_is_directory(layout: Layout) -> None:
+    layout.dotenv_path.mkdir()
+
+    error = load_error(layout.environ(**DEVELOPMENT))
+
+    assert [str(p) for p in error.problems] == [
+        f".env {layout.dotenv_path}: cannot read {layout.dotenv_path}: Is a directory"
+    ]
+
+
 def test_dotenv_missing_is_silent(
     layout: Layout, caplog: pytest.LogCaptureFixture
 ) -> None:
