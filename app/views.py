@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import redis
@@ -53,7 +54,8 @@ def readyz() -> tuple[dict[str, Any], int]:
         status = lease.status()
         body["credentials"] = {
             "state": status.state,
-            "seconds_left": int(status.seconds_left),
+            # Rounded up, so credentials still valid never show 0 seconds left.
+            "seconds_left": math.ceil(status.seconds_left),
             "lease": status.lease,
         }
         if status.state == "expired":
