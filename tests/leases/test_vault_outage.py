@@ -1,0 +1,156 @@
+"""The service while Vault is unreachable or sealed, and after it is back.
+
+Vault is reached through a `TcpProxy`, so that "unreachable" is a refused
+connection on loopback, as when Vault's process or host is down.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from tests.conftest import ProxyFactory
+from tests.leases.conftest import GunicornFactory, StackFactory
+from tests.leases.stack import Gunicorn, Stack, run_traffic, wait_for
+
+TTL = 4
+MAX_TTL = 120
+RECOVERY_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One request to `/` and one to `/readyz`, taken together."""
+
+    elapsed: float
+    counter_status: int
+    ready_status: int
+    ready: dict[str, Any]
+
+    @property
+    def credentials(self) -> dict[str, Any]:
+        credentials: dict[str, Any] = self.ready.get("credentials", {})
+        return credentials
+
+
+def probe_for(service: Gunicorn, seconds: float) -> list[Probe]:
+    """Probe `/` and `/readyz` every 100 ms for `seconds` seconds."""
+    probes = []
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        counter = requests.get(service.url("/"), timeout=5)
+        ready = requests.get(service.url("/readyz"), timeout=5)
+        probes.append(
+            Probe(
+                time.monotonic() - started,
+                counter.status_code,
+                ready.status_code,
+                ready.json(),
+            )
+        )
+        time.sleep(0.1)
+
+    return probes
+
+
+def min_lease_ttl(stack: Stack) -> float:
+    """Return the smallest TTL left on the role's leases, as Vault reports it."""
+    client = stack.bao.client()
+    ttls = []
+    for key in stack.vault_leases():
+        lease_id = f"{stack.creds_prefix}/{key}"
+        ttls.append(client.sys.read_lease(lease_id)["data"]["ttl"])
+
+    return float(min(ttls))
+
+
+def renewed_recently(stack: Stack) -> bool:
+    """Return whether every lease was renewed in the last second or so."""
+    return min_lease_ttl(stack) >= TTL - 1
+
+
+def recovered(service: Gunicorn) -> bool:
+    return (
+        service.get("/").status_code == 200
+        and service.get("/readyz").json()["status"] == "ready"
+    )
+
+
+def test_vault_unreachable_serves_until_expiry(
+    stack_factory: StackFactory,
+    tcp_proxy_factory: ProxyFactory,
+    gunicorn_factory: GunicornFactory,
+) -> None:
+    stack = stack_factory(default_ttl=TTL, max_ttl=MAX_TTL)
+    proxy = tcp_proxy_factory(stack.bao.port)
+    service = gunicorn_factory(stack, vault_addr=proxy.addr)
+    workers = service.worker_pids()
+
+    assert wait_for(lambda: renewed_recently(stack), TTL)
+    left = min_lease_ttl(stack)
+    proxy.disable()
+    probes = probe_for(service, TTL + 1.5)
+    proxy.enable()
+    came_back = wait_for(lambda: recovered(service), RECOVERY_SECONDS)
+
+    # Vault reports whole seconds, so allow one second of rounding.
+    valid = [p for p in probes if p.elapsed < left - 1]
+    degraded = [p for p in probes if p.credentials["state"] == "degraded"]
+    # Vault deletes the Redis user when the lease ends, so `/` fails too.
+    expired = [p for p in probes if p.elapsed > TTL + 0.5]
+    assert valid
+    assert all(p.counter_status == 200 for p in valid)
+    assert degraded
+    assert all(p.counter_status == 200 for p in degraded)
+    assert all(p.ready_status == 200 for p in degraded)
+    assert all(p.ready["status"] == "degraded" for p in degraded)
+    assert all(p.credentials["seconds_left"] >= 1 for p in degraded)
+    assert expired
+    assert all(p.counter_status == 503 for p in expired)
+    assert all(p.ready_status == 503 for p in expired)
+    assert all(p.credentials["state"] == "expired" for p in expired)
+    assert came_back
+    assert service.process is not None and service.process.poll() is None
+    assert service.worker_pids() == workers
+
+
+def test_vault_sealed_serves_and_recovers(
+    stack_factory: StackFactory, gunicorn_factory: GunicornFactory
+) -> None:
+    stack = stack_factory(default_ttl=TTL, max_ttl=MAX_TTL)
+    service = gunicorn_factory(stack)
+    master = service.pid
+    workers = service.worker_pids()
+
+    assert wait_for(lambda: renewed_recently(stack), TTL)
+    left = min_lease_ttl(stack)
+    stack.bao.seal()
+    sealed_traffic = run_traffic(service.url(), seconds=left - 1, threads=2)
+    degraded = wait_for(
+        lambda: service.get("/readyz").json()["status"] == "degraded", 1.0, 0.02
+    )
+    # Sealed past the end of the leases: /readyz fails, and workers keep retrying.
+    expired = wait_for(lambda: service.get("/readyz").status_code == 503, TTL)
+    stack.bao.unseal()
+    came_back = wait_for(lambda: recovered(service), RECOVERY_SECONDS)
+    after = run_traffic(service.url(), seconds=1, threads=2)
+
+    retries = [
+        line
+        for line in service.log().lines("WARNING")
+        if "vault unavailable, serving on current credentials" in line
+    ]
+    assert sealed_traffic.ok > 20
+    assert sealed_traffic.failures == []
+    assert degraded
+    assert expired
+    assert came_back
+    assert after.failures == []
+    assert len(retries) == len(workers)
+    assert service.process is not None and service.process.poll() is None
+    assert service.pid == master
+    assert service.worker_pids() == workers
+    assert service.output().count("Booting worker") == len(workers)
