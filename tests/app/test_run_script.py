@@ -369,3 +369,43 @@ def test_run_help(tmp_path: Path) -> None:
     assert returncode == 0
     assert "Usage: scripts/run" in script.stdout()
     assert not script.secrets_dir.exists()
+
+
+def scratch_dir(script: RunScript) -> Path:
+    """Return the script's scratch directory: the parent of Redis's working dir."""
+    redis_pid, _ = redis_started(script)
+    return Path(os.readlink(f"/proc/{redis_pid}/cwd")).parent
+
+
+def test_run_vault_issues_redis_users(tmp_path: Path) -> None:
+    script = RunScript(tmp_path, "--vault")
+    try:
+        script.wait_ready()
+        bodies = [requests.get(script.url(), timeout=10).text for _ in range(2)]
+        ready = requests.get(script.url("/readyz"), timeout=10).json()
+        scratch = scratch_dir(script)
+        admin_password = (scratch / "redis_admin_password").read_text().strip()
+        secret_id = (scratch / "secrets" / "vault_secret_id").read_text().strip()
+        server_log = (scratch / "vault" / "server.log").read_text()
+        root_token = re.search(r"^Root Token: (\S+)$", server_log, re.MULTILINE)
+        tree = [script.process.pid, *descendant_pids(script.process.pid)]
+        environs = [read_proc(pid, "environ") for pid in tree]
+    finally:
+        returncode = script.terminate()
+    output = script.stdout() + script.stderr()
+
+    assert bodies == ["Hello World! 1 times.\n", "Hello World! 2 times.\n"]
+    assert ready["credentials"]["state"] == "ok"
+    assert ready["credentials"]["lease"].startswith("database/creds/hitcounter/")
+    assert output.count("redis credentials issued") == 2
+    assert root_token is not None
+    for secret in (admin_password, secret_id, root_token.group(1)):
+        assert pids_with_cmdline_containing(secret) == []
+        assert all(secret.encode() not in environ for environ in environs)
+        assert secret not in output
+    assert not (script.secrets_dir / "redis_password").exists()
+    assert returncode == 128 + signal.SIGTERM
+    # Each worker revoked its lease before OpenBao was stopped.
+    assert output.count("lease revoked") == 2
+    assert "OpenBao stopped" in output
+    assert not scratch.exists()
