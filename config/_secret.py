@@ -54,6 +54,13 @@ class Secret:
     def __len__(self) -> int:
         return len(self._value)
 
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Secret:
+        # Immutable, so a copy can be the object itself; no plaintext moves.
+        return self
+
     def __reduce__(self) -> NoReturn:
         # Pickling would write the plaintext into whatever stores the pickle.
         raise TypeError("Secret values cannot be pickled")

@@ -8,16 +8,31 @@ test's temporary directory.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from config import SETTINGS
 from tests.support.servers import BaoServer, RedisServer, TcpProxy, random_secret
 
 # Variables that would point the code under test at a server outside the test.
 ISOLATED_PREFIXES = ("VAULT_", "BAO_", "REDIS_")
+# Every name a setting is read from, so a developer's shell cannot change a test.
+ISOLATED_NAMES = frozenset(
+    name
+    for field in SETTINGS
+    for base in (field.name, *field.aliases)
+    for name in (base, f"{base}_FILE")
+) | {"PROMETHEUS_MULTIPROC_DIR", "FLASK_DEBUG"}
+
+# `bao` and `docker-compose` are installed into the virtual environment's bin
+# directory, which is on PATH under scripts/test but not under a bare pytest.
+_BIN = str(Path(sys.executable).parent)
+if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = f"{_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +45,7 @@ def isolated_environment(
     """
     saved = dict(os.environ)
     for name in list(os.environ):
-        if name.startswith(ISOLATED_PREFIXES):
+        if name.startswith(ISOLATED_PREFIXES) or name in ISOLATED_NAMES:
             del os.environ[name]
     monkeypatch.chdir(tmp_path)
     try:
