@@ -110,6 +110,8 @@ def render_policy(options: Options) -> str:
         "auth/token/renew-self": "update",
         "auth/token/lookup-self": "read",
         "auth/token/revoke-self": "update",
+        # Lets the service check at startup that it may read the creds path.
+        "sys/capabilities-self": "update",
     }
     blocks = [
         f'path "{path}" {{\n  capabilities = ["{capability}"]\n}}\n'
