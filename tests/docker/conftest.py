@@ -27,7 +27,7 @@ from tests.docker.engine import (
     build_base_image,
     default_cache_dir,
     missing_tools,
-    remove_tree,
+    remove_engine_root,
 )
 
 
@@ -47,7 +47,7 @@ def docker_engine() -> Iterator[DockerEngine]:
     engine.start()
     yield engine
     engine.stop()
-    remove_tree(root)
+    remove_engine_root(root)
 
 
 @pytest.fixture(scope="session")

@@ -300,6 +300,22 @@ def build_base_image(engine: DockerEngine, cache_dir: Path, work_dir: Path) -> s
     return BASE_IMAGE
 
 
-def remove_tree(path: Path) -> None:
-    """Delete `path`, skipping files that a still-mounted file system keeps busy."""
-    shutil.rmtree(path, ignore_errors=True)
+def remove_engine_root(root: Path) -> None:
+    """Unmount what a stopped dockerd left mounted under `root`, then delete it.
+
+    dockerd 20.10 can exit with the network namespaces of overlay networks still
+    bind-mounted under its exec root. Each one keeps a VXLAN interface alive, and
+    the next engine's swarm then fails to create overlay networks with the error
+    "error creating vxlan interface: file exists".
+    """
+    prefix = f"{root}/"
+    mount_points = [
+        line.split()[1]
+        for line in Path("/proc/mounts").read_text().splitlines()
+        if line.split()[1].startswith(prefix)
+    ]
+    # Deepest first, so that nested mounts come off before their parents.
+    for mount_point in sorted(mount_points, key=len, reverse=True):
+        subprocess.run(["umount", mount_point], check=False, capture_output=True)
+
+    shutil.rmtree(root, ignore_errors=True)

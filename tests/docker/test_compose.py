@@ -136,7 +136,7 @@ def test_redis_rejects_unauthenticated_client(deployment: Deployment) -> None:
     assert "NOAUTH" in reply
 
 
-def test_redis_is_not_on_a_network_with_a_way_out(deployment: Deployment) -> None:
+def test_redis_only_on_internal_network(deployment: Deployment) -> None:
     container = deployment.container("redis")
     networks = deployment.engine.docker(
         "inspect",
@@ -186,8 +186,6 @@ def _container_logs(deployment: Deployment) -> str:
 
 
 def _process_command_lines(deployment: Deployment) -> str:
-    # /proc/*/cmdline of every process, including the redis healthcheck's, if
-    # one is running at that moment.
     return "".join(
         deployment.engine.docker(
             "exec", deployment.container(name), "sh", "-c", ALL_COMMAND_LINES
@@ -197,7 +195,6 @@ def _process_command_lines(deployment: Deployment) -> str:
 
 
 def _process_environments(deployment: Deployment) -> str:
-    # `env` shows what a docker exec gets; /proc/1/environ is the main process.
     return "".join(
         deployment.engine.docker(
             "exec", deployment.container(name), "sh", "-c", ALL_ENVIRONMENTS

@@ -34,7 +34,7 @@ def _mount_targets(engine: DockerEngine, container: str) -> list[str]:
 def test_external_secret_not_mounted_without_swarm(
     docker_engine: DockerEngine, base_image: str, app_image: str, tmp_path: Path
 ) -> None:
-    # The stack file publishes on every interface; the tests publish nothing.
+    # The stack file publishes on every interface, so the override drops its ports.
     no_ports = tmp_path / "no-ports.override.yml"
     no_ports.write_text("services:\n  web:\n    ports: !reset []\n")
     project = ComposeProject(

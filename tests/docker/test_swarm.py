@@ -84,8 +84,22 @@ def stack(
         wait_until_ready(lambda: deployed.get("/readyz"), lambda: _logs(engine))
         yield deployed
     finally:
-        engine.docker("stack", "rm", STACK, check=False)
+        _remove_stack(engine)
         engine.docker("swarm", "leave", "--force", check=False)
+
+
+def _remove_stack(engine: DockerEngine) -> None:
+    """Remove the stack and wait until its containers and networks are gone."""
+    engine.docker("stack", "rm", STACK, check=False)
+    label = f"label=com.docker.stack.namespace={STACK}"
+    deadline = time.monotonic() + TASK_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        containers = engine.docker("ps", "--all", "--quiet", "--filter", label)
+        networks = engine.docker("network", "ls", "--quiet", "--filter", label)
+        if not containers.stdout.strip() and not networks.stdout.strip():
+            return
+
+        time.sleep(0.5)
 
 
 def _task_container(engine: DockerEngine, service: str) -> str:
