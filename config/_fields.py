@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -49,20 +50,48 @@ class Field(Generic[T]):
         return self.name.lower()
 
 
+class HiddenValueError(ValueError):
+    """Raised by a parser whose input may hold a credential, so it is not shown."""
+
+
+def _reject_control(text: str) -> None:
+    # A newline or escape in a logged value would forge or garble log lines.
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in text):
+        raise ValueError("contains a control character (newline, tab, escape...)")
+    if any(0xD800 <= ord(char) <= 0xDFFF for char in text):
+        raise ValueError("is not valid UTF-8")
+
+
 def parse_str(text: str) -> str:
+    _reject_control(text)
     return text
 
 
 def parse_nonempty(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be empty")
+    _reject_control(text)
     return text
 
 
 def parse_secret(text: str) -> Secret:
     if text == "":
         raise ValueError("is empty")
+    if any(0xD800 <= ord(char) <= 0xDFFF for char in text):
+        # os.environ holds undecodable bytes as surrogates.
+        raise ValueError("is not valid UTF-8")
     return Secret(text)
+
+
+def parse_token(text: str) -> Secret:
+    """Parse a credential sent in an HTTP header, such as a Vault token."""
+    secret = parse_secret(text)
+    if any(char.isspace() or ord(char) < 0x20 or ord(char) == 0x7F for char in text):
+        raise ValueError(
+            "contains white space or a control character; a token file must "
+            "hold the token and at most one trailing newline"
+        )
+    return secret
 
 
 def parse_bool(text: str) -> bool:
@@ -132,6 +161,7 @@ def parse_host(text: str) -> str:
     host = text.strip()
     if not host:
         raise ValueError("must not be empty")
+    _reject_control(host)
     if any(char.isspace() or char in "/@?#" for char in host):
         raise ValueError("is not a host name or IP address")
     return host
@@ -139,12 +169,27 @@ def parse_host(text: str) -> str:
 
 def parse_http_url(text: str) -> str:
     url = text.strip()
-    if not url.startswith(("http://", "https://")):
+    _reject_control(url)
+    parts = urllib.parse.urlsplit(url)
+    if "@" in parts.netloc:
+        # user:password@ would be logged and shown wherever the address is.
+        raise HiddenValueError(
+            "contains user credentials (user:password@); use VAULT_TOKEN or "
+            "AppRole instead"
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("is not an http:// or https:// URL")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for an invalid port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
     return url.rstrip("/")
 
 
 def parse_vault_path(text: str) -> str:
+    _reject_control(text)
     path = text.strip().strip("/")
     if not path or any(part in ("", ".", "..") for part in path.split("/")):
         raise ValueError("is not a Vault path (expected segments like app/web)")

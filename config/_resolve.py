@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NoReturn, TypeVar, overload
 
-from ._fields import Field
+from ._fields import Field, HiddenValueError
 from ._model import DEFAULT, Candidate, Findings, Origin, Problem
 from ._secret import Secret
 
@@ -92,7 +92,7 @@ def resolve(
         try:
             value = fld.parse(winner.text())
         except ValueError as error:
-            problems.append(_invalid(fld, winner, str(error)))
+            problems.append(_invalid(fld, winner, error))
             continue
 
         resolved[fld.name] = Resolved(
@@ -102,7 +102,12 @@ def resolve(
     return resolved, problems
 
 
-def _invalid(fld: Field[Any], winner: Candidate, reason: str) -> Problem:
-    if fld.secret or isinstance(winner.raw, Secret):
+def _invalid(fld: Field[Any], winner: Candidate, error: ValueError) -> Problem:
+    reason = str(error)
+    if (
+        fld.secret
+        or isinstance(winner.raw, Secret)
+        or isinstance(error, HiddenValueError)
+    ):
         return Problem(fld.name, winner.origin, f"the value {reason}")
     return Problem(fld.name, winner.origin, f"{winner.text()!r} {reason}")

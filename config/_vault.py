@@ -69,14 +69,23 @@ def make_client(config: VaultConfig) -> hvac.Client:
             raise VaultError(message)
         verify = config.cacert
 
+    # Only our settings decide where requests go and what they carry: no
+    # HTTP(S)_PROXY, ~/.netrc or REQUESTS_CA_BUNDLE from the environment.
+    session = requests.Session()
+    session.trust_env = False
+    # hvac takes `verify` from a session it is given, over its own argument.
+    session.verify = verify
     # An explicit empty token stops hvac from reading VAULT_TOKEN or
-    # ~/.vault-token behind our back.
+    # ~/.vault-token behind our back. A redirect could send the token or the
+    # secret id to another host, so none is followed.
     return hvac.Client(
         url=config.addr,
         token="",
         verify=verify,
         timeout=config.timeout,
         namespace=config.namespace or None,
+        session=session,
+        allow_redirects=False,
     )
 
 
@@ -171,37 +180,54 @@ def translate(config: VaultConfig, action: str, request: Callable[[], T]) -> T:
     where = f"vault {action} at {config.addr}"
     try:
         return request()
-    except requests.exceptions.SSLError:
+    except (requests.exceptions.RequestException, hvac.exceptions.VaultError) as error:
+        failure = _classify(config, where, error)
+    # Raised outside the handler, so the new error keeps no __context__: the
+    # original's arguments can hold the token or the secret id.
+    raise failure
+
+
+def _classify(config: VaultConfig, where: str, error: Exception) -> VaultError:
+    """Describe a failed request by its kind and status, never by its text."""
+    if isinstance(error, requests.exceptions.SSLError):
         hint = "check VAULT_CACERT" if config.cacert else "set VAULT_CACERT"
-        raise VaultError(f"{where}: TLS verification failed; {hint}") from None
-    except requests.exceptions.ConnectionError:
-        raise Transient(f"{where}: unreachable (connection failed)") from None
-    except requests.exceptions.Timeout:
-        raise Transient(f"{where}: timed out after {config.timeout:g} s") from None
-    except hvac.exceptions.VaultDown:
-        raise Transient(f"{where}: Vault is sealed or unavailable (503)") from None
-    except (
+        return VaultError(f"{where}: TLS verification failed; {hint}")
+    if isinstance(error, requests.exceptions.ConnectionError):
+        return Transient(f"{where}: unreachable (connection failed)")
+    if isinstance(error, requests.exceptions.Timeout):
+        return Transient(f"{where}: timed out after {config.timeout:g} s")
+    if isinstance(error, requests.exceptions.RequestException):
+        return VaultError(f"{where}: request failed ({type(error).__name__})")
+    assert isinstance(error, hvac.exceptions.VaultError)
+    return _classify_status(config, where, error)
+
+
+def _classify_status(
+    config: VaultConfig, where: str, error: hvac.exceptions.VaultError
+) -> VaultError:
+    if isinstance(error, hvac.exceptions.VaultDown):
+        return Transient(f"{where}: Vault is sealed or unavailable (503)")
+    transient = (
         hvac.exceptions.InternalServerError,
         hvac.exceptions.BadGateway,
         hvac.exceptions.RateLimitExceeded,
-    ) as error:
-        status = _status(error)
-        raise Transient(f"{where}: server error ({status})") from None
-    except hvac.exceptions.VaultNotInitialized:
-        raise VaultError(f"{where}: Vault is not initialized (501)") from None
-    except hvac.exceptions.Forbidden:
-        raise VaultError(
+    )
+    if isinstance(error, transient):
+        return Transient(f"{where}: server error ({_status(error)})")
+    if isinstance(error, hvac.exceptions.VaultNotInitialized):
+        return VaultError(f"{where}: Vault is not initialized (501)")
+    if isinstance(error, hvac.exceptions.Forbidden):
+        return VaultError(
             f"{where}: permission denied (403); the {config.auth_method} "
             "credentials are invalid or their policy does not allow this path"
-        ) from None
-    except hvac.exceptions.Unauthorized:
-        raise VaultError(f"{where}: not authorized (401)") from None
-    except hvac.exceptions.InvalidPath:
-        raise VaultError(f"{where}: path not found (404)") from None
-    except hvac.exceptions.InvalidRequest:
-        raise VaultError(f"{where}: invalid request (400)") from None
-    except hvac.exceptions.VaultError as error:
-        raise VaultError(f"{where}: failed ({_status(error)})") from None
+        )
+    if isinstance(error, hvac.exceptions.Unauthorized):
+        return VaultError(f"{where}: not authorized (401)")
+    if isinstance(error, hvac.exceptions.InvalidPath):
+        return VaultError(f"{where}: path not found (404)")
+    if isinstance(error, hvac.exceptions.InvalidRequest):
+        return VaultError(f"{where}: invalid request (400)")
+    return VaultError(f"{where}: failed ({_status(error)})")
 
 
 def _status(error: hvac.exceptions.VaultError) -> str:

@@ -20,6 +20,7 @@ from ._fields import (
     parse_nonempty,
     parse_port,
     parse_secret,
+    parse_token,
     parse_vault_path,
     positive_float,
 )
@@ -166,7 +167,7 @@ VAULT_ADDR: Field[str | None] = Field(
 )
 VAULT_TOKEN: Field[Secret | None] = Field(
     "VAULT_TOKEN",
-    parse_secret,
+    parse_token,
     None,
     "Vault token (secret) for token auth.",
     secret=True,

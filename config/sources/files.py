@@ -111,6 +111,15 @@ class FileSource:
                 reason = f"both {fld.name} and {variable} are set; set only one"
                 findings.problems.append(Problem(fld.name, f"env {variable}", reason))
                 return
+            if fld.secret and not _plausible_path(named) and not Path(named).exists():
+                # Likely the secret itself, set in the _FILE variable by mistake.
+                reason = (
+                    f"{variable} names a path that does not exist; it is not shown "
+                    "because it may be the secret itself: set it to the path of "
+                    "a file that holds the value"
+                )
+                findings.problems.append(Problem(fld.name, f"env {variable}", reason))
+                return
             origin = Origin("file", f"{named} (from {variable})")
             self._read(fld, Path(named), origin, findings, explicit=True)
 
@@ -149,6 +158,19 @@ class FileSource:
         return parent in (self.directory, Path("/run/secrets"))
 
     def _read_text(self, path: Path) -> str:
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            raise
+        except PermissionError:
+            raise _Unreadable(_permission_reason(path)) from None
+        except OSError as error:
+            raise _Unreadable(f"cannot read {path}: {error.strerror}") from None
+        if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):
+            # A FIFO would block startup forever and /dev/zero never ends.
+            kind = "a FIFO, device or socket"
+            raise _Unreadable(f"{path} is not a regular file ({kind})")
+
         try:
             with path.open("rb") as handle:
                 info = os.fstat(handle.fileno())
@@ -195,6 +217,12 @@ class FileSource:
 
 class _Unreadable(Exception):
     """Raised inside this module for a file that exists but cannot be used."""
+
+
+def _plausible_path(text: str) -> bool:
+    """Return True for an absolute path whose directory exists."""
+    path = Path(text)
+    return path.is_absolute() and path.parent.is_dir()
 
 
 def _strip_one_newline(text: str) -> str:

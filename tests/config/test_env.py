@@ -306,3 +306,30 @@ def test_secret_from_env_silent_in_development(
     load(layout.environ(APP_ENV="development", REDIS_PASSWORD="hunter2-env"))
 
     assert caplog.records == []
+
+
+def test_vault_addr_credentials_not_echoed() -> None:
+    environ = {"VAULT_ADDR": "http://svc:Pw-canary-93kq@127.0.0.1:8200"}
+
+    error = load_error(environ)
+
+    assert "VAULT_ADDR from env VAULT_ADDR: the value contains user credentials" in (
+        str(error)
+    )
+    assert "Pw-canary-93kq" not in str(error)
+    assert "canary" not in str(error)
+
+
+def test_vault_token_with_newlines_rejected(tmp_path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("hvs.canary-token-value\n\n")
+    environ = {
+        "VAULT_TOKEN_FILE": str(token_file),
+        "SECRETS_DIR": str(tmp_path / "none"),
+    }
+
+    error = load_error(environ)
+
+    assert "VAULT_TOKEN from file" in str(error)
+    assert "white space or a control character" in str(error)
+    assert "canary-token" not in str(error)

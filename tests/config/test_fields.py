@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from config import SETTINGS, Field, Secret
+from config import SETTINGS, Field, Secret, _fields
 from config._fields import (
     choice,
     int_in_range,
@@ -154,3 +154,35 @@ def test_default_survives_parse(fld: Field[Any]) -> None:
         text = text.lower()
 
     assert fld.parse(text) == fld.default
+
+
+@pytest.mark.parametrize(
+    "text", ["tok\n", " tok", "tok en", "tok\r", "tok\x1b"], ids=repr
+)
+def test_token_rejects_white_space(text: str) -> None:
+    # requests rejects such a header with a message that quotes it whole.
+    with pytest.raises(ValueError, match="white space or a control character"):
+        _fields.parse_token(text)
+
+
+def test_token_accepts_plain_token() -> None:
+    assert _fields.parse_token("hvs.CAESIabc").reveal() == "hvs.CAESIabc"
+
+
+def test_url_with_credentials_hidden() -> None:
+    with pytest.raises(_fields.HiddenValueError, match="user credentials"):
+        _fields.parse_http_url("http://user:hunter2@127.0.0.1:8200")
+
+
+@pytest.mark.parametrize(
+    "text", ["http://127.0.0.1:99999", "http://", "http://host/?a=b"], ids=repr
+)
+def test_url_invalid_forms(text: str) -> None:
+    with pytest.raises(ValueError):
+        _fields.parse_http_url(text)
+
+
+@pytest.mark.parametrize("text", ["hits\nforged line", "cache\x1b[31m", "a\x00b"])
+def test_text_rejects_control_characters(text: str) -> None:
+    with pytest.raises(ValueError, match="control character"):
+        _fields.parse_nonempty(text)

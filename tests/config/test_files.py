@@ -424,3 +424,44 @@ def test_file_without_newline_not_logged(
     load(layout.environ())
 
     assert "stripped trailing newline" not in caplog.text
+
+
+def test_fifo_secret_file_rejected(layout: Layout) -> None:
+    layout.secrets_dir.mkdir(parents=True)
+    fifo = layout.secrets_dir / "redis_password"
+    os.mkfifo(fifo)
+
+    # Opening a FIFO for reading would block until a writer appears.
+    message = problem_for(load_error(layout.environ()), "REDIS_PASSWORD")
+
+    assert message == (
+        f"REDIS_PASSWORD from file {fifo}: {fifo} is not a regular file "
+        "(a FIFO, device or socket)"
+    )
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null"])
+def test_device_as_file_rejected(layout: Layout, device: str) -> None:
+    error = load_error(layout.environ(REDIS_PASSWORD_FILE=device))
+
+    assert "is not a regular file" in problem_for(error, "REDIS_PASSWORD")
+
+
+def test_secret_in_file_variable_hidden(layout: Layout) -> None:
+    # The password itself put in REDIS_PASSWORD_FILE by mistake.
+    canary = "Zq8-canary-not-a-path"
+
+    error = load_error(layout.environ(REDIS_PASSWORD_FILE=canary))
+
+    assert "REDIS_PASSWORD_FILE names a path that does not exist" in str(error)
+    assert canary not in str(error)
+    assert canary[:6] not in str(error)
+
+
+def test_missing_absolute_file_path_shown(layout: Layout, tmp_path: Path) -> None:
+    # An absolute path in an existing directory is a path, not a password.
+    missing = tmp_path / "redis_password"
+
+    error = load_error(layout.environ(REDIS_PASSWORD_FILE=str(missing)))
+
+    assert str(missing) in problem_for(error, "REDIS_PASSWORD")

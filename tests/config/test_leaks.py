@@ -318,8 +318,8 @@ def test_canary_secret_id_rejected(
 
 
 def test_canary_in_vault_error_chain(vault: VaultData, canaries: Canaries) -> None:
-    # The error raised below the source, before it becomes a Problem, keeps
-    # hvac's exception as its context; neither may hold the token.
+    # The error raised below the source, before it becomes a Problem, must not
+    # keep hvac's exception as its context: that one may hold the token.
     vault_config = _vault.VaultConfig(
         addr=vault.server.addr,
         token=config.Secret(canaries.vault_token),
@@ -330,7 +330,8 @@ def test_canary_in_vault_error_chain(vault: VaultData, canaries: Canaries) -> No
     with pytest.raises(ConfigError) as raised:
         _vault.login(client, vault_config)
 
-    assert raised.value.__context__ is not None
+    assert raised.value.__context__ is None
+    assert raised.value.__cause__ is None
     assert_error_clean(raised.value, canaries)
 
 
