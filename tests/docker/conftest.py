@@ -8,6 +8,7 @@ minute on debootstrap, later runs reuse the cached root file system.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,14 +27,20 @@ from tests.docker.engine import (
     DockerEngine,
     build_base_image,
     default_cache_dir,
+    machine_lock,
     missing_tools,
     remove_engine_root,
 )
 
 
 @pytest.fixture(scope="session")
-def docker_engine() -> Iterator[DockerEngine]:
-    """A dockerd of this session's own, with state under a temporary folder."""
+def docker_engine(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[DockerEngine]:
+    """A dockerd of this session's own, with state under a temporary folder.
+
+    Its log is copied to pytest's base temporary folder as dockerd.log.
+    """
     missing = missing_tools()
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)}; scripts/test installs them")
@@ -41,13 +48,20 @@ def docker_engine() -> Iterator[DockerEngine]:
     if os.geteuid() != 0:
         pytest.skip("dockerd and debootstrap need root")
 
-    # Short, because the socket path must fit in a unix socket address.
-    root = Path(tempfile.mkdtemp(prefix="hcd-", dir="/tmp"))
-    engine = DockerEngine(root)
-    engine.start()
-    yield engine
-    engine.stop()
-    remove_engine_root(root)
+    with machine_lock(default_cache_dir() / "engine.lock"):
+        # Short, because the socket path must fit in a unix socket address.
+        root = Path(tempfile.mkdtemp(prefix="hcd-", dir="/tmp"))
+        engine = DockerEngine(root)
+        try:
+            engine.start()
+            yield engine
+        finally:
+            engine.stop()
+            if engine.log_path.exists():
+                log_copy = tmp_path_factory.getbasetemp() / "dockerd.log"
+                shutil.copyfile(engine.log_path, log_copy)
+
+            remove_engine_root(root)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,8 @@ across runs, because it takes about a minute to make.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -18,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +35,7 @@ BASE_IMAGE = "hitcounter-test/base:bookworm"
 
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 60.0
+LOCK_TIMEOUT_SECONDS = 1200.0
 COMMAND_TIMEOUT_SECONDS = 600.0
 # Inherited variables that would point docker or compose somewhere else.
 CLEARED_PREFIXES = ("DOCKER_", "COMPOSE_")
@@ -60,6 +63,36 @@ def compose_binary() -> Path | None:
 
     found = shutil.which("docker-compose")
     return Path(found) if found else None
+
+
+@contextlib.contextmanager
+def machine_lock(path: Path, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
+    """Hold an exclusive lock on `path`, so one test session at a time has an engine.
+
+    Two dockerds on one host share the docker0 bridge, iptables chains and the
+    swarm gossip port 7946, so a second session waits here for the first.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    with path.open("w") as lock_file:
+        while True:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    message = (
+                        f"another test session held {path} for {timeout:.0f} s; "
+                        "wait for it to end or stop its dockerd"
+                    )
+                    raise DockerError(message) from None
+
+                time.sleep(1)
+
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
 class DockerEngine:
@@ -129,7 +162,7 @@ class DockerEngine:
 
             time.sleep(0.5)
 
-        self._fail(f"dockerd did not answer within {START_TIMEOUT_SECONDS:.0f} s")
+        self._fail(f"dockerd did not respond within {START_TIMEOUT_SECONDS:.0f} s")
 
     def _fail(self, reason: str) -> None:
         self.stop()
