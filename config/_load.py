@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from . import schema as s
-from ._fields import Field, is_loopback
+from ._fields import FALSE_WORDS, Field, is_loopback
 from ._model import Findings, Origin, Problem
 from ._resolve import Resolved, Settings, resolve
 from ._vault import VaultConfig
@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ORDER = ("files", "vault", "env")
 DEVELOPMENT_ORDER = ("files", "vault", "env", "dotenv")
+# Where the settings that reach Vault come from when CONFIG_SOURCES leaves
+# these out: without them `CONFIG_SOURCES=vault` could never find VAULT_ADDR.
+CONNECTION_SOURCES = ("files", "env")
 
 
 def load_settings(
@@ -41,14 +44,21 @@ def load_settings(
         findings["vault"] = vault.collect(fields)
 
     ordered = [findings[name] for name in order if name in findings]
-    rest = [f for f in fields if not f.env_only]
+    connection = [findings[name] for name in _connection_order(order)]
+    rest = [f for f in fields if not f.env_only and f.vault]
     resolved, rest_problems = resolve(rest, ordered)
+    connection_resolved, connection_problems = resolve(
+        _connection_fields(fields), connection
+    )
+    resolved.update(connection_resolved)
     resolved.update(boot)
-    problems += rest_problems
+    problems += rest_problems + connection_problems
     problems += _cross_check(resolved, env, dotenv_values)
+    problems += _unused_vault_problems(boot, resolved)
 
     if problems:
-        raise SettingsError(problems)
+        # Both resolves see the problems of every source they read.
+        raise SettingsError(list(dict.fromkeys(problems)))
 
     settings = Settings({f.name: resolved[f.name] for f in fields})
     _warn_exposed_secrets(settings)
@@ -63,6 +73,16 @@ def source_order(settings: Settings) -> tuple[str, ...]:
     if settings[s.APP_ENV] == "development":
         return DEVELOPMENT_ORDER
     return DEFAULT_ORDER
+
+
+def _connection_fields(fields: Sequence[Field[Any]]) -> list[Field[Any]]:
+    return [f for f in fields if not f.vault and not f.env_only]
+
+
+def _connection_order(order: Sequence[str]) -> list[str]:
+    """Return the source order for the settings that configure Vault."""
+    local = [name for name in order if name != "vault"]
+    return local + [name for name in CONNECTION_SOURCES if name not in local]
 
 
 def _bootstrap(
@@ -97,15 +117,16 @@ def _read_local_sources(
         dotenv_values = dotenv.values
         # `<NAME>_FILE` may come from .env too, below the real environment.
         variables = {**dotenv.values, **env}
-    if "files" in order:
-        secrets_dir = boot[s.SECRETS_DIR.name]
-        files = FileSource(
-            Path(secrets_dir.value), variables, directory_origin=secrets_dir.origin
-        )
-        findings["files"] = files.collect(fields)
-    if "env" in order:
-        usable = [f for f in fields if not f.env_only]
-        findings["env"] = EnvSource(env).collect(usable)
+    # Files and env are read for the Vault connection settings even when the
+    # order leaves them out; for those settings only.
+    connection = _connection_fields(fields)
+    secrets_dir = boot[s.SECRETS_DIR.name]
+    files = FileSource(
+        Path(secrets_dir.value), variables, directory_origin=secrets_dir.origin
+    )
+    findings["files"] = files.collect(fields if "files" in order else connection)
+    usable = [f for f in fields if not f.env_only]
+    findings["env"] = EnvSource(env).collect(usable if "env" in order else connection)
 
     return findings, dotenv_values
 
@@ -120,9 +141,8 @@ def _vault_source(
     if "vault" not in order:
         return None
 
-    vault_fields = [f for f in fields if not f.vault and not f.env_only]
-    ordered = [findings[name] for name in order if name in findings]
-    resolved, problems = resolve(vault_fields, ordered)
+    ordered = [findings[name] for name in _connection_order(order)]
+    resolved, problems = resolve(_connection_fields(fields), ordered)
     if problems:
         # Problems are reported again, with the rest, by the full resolve.
         return None
@@ -164,6 +184,7 @@ def _cross_check(
 ) -> list[Problem]:
     """Check rules that span settings. Skips settings that failed to resolve."""
     problems = _debug_problems(resolved)
+    problems += _flask_debug_problems(resolved, env)
     problems += _redis_url_problems(env, dotenv_values)
     problems += _vault_problems(resolved)
     return problems
@@ -190,6 +211,24 @@ def _debug_problems(resolved: Mapping[str, Resolved]) -> list[Problem]:
             problems.append(Problem(s.APP_DEBUG.name, debug.origin, reason))
 
     return problems
+
+
+def _flask_debug_problems(
+    resolved: Mapping[str, Resolved], env: Mapping[str, str]
+) -> list[Problem]:
+    # `flask run` would turn the debugger on from FLASK_DEBUG, past APP_DEBUG.
+    flask_debug = env.get("FLASK_DEBUG", "").strip().lower()
+    app_env = resolved.get(s.APP_ENV.name)
+    if flask_debug in ("", *FALSE_WORDS) or app_env is None:
+        return []
+    if app_env.value != "production":
+        return []
+
+    reason = (
+        "is set, and `flask run` would turn the debugger on from it; the service "
+        "reads APP_DEBUG, and debug mode is not allowed when APP_ENV=production"
+    )
+    return [Problem("FLASK_DEBUG", Origin("env", "FLASK_DEBUG"), reason)]
 
 
 def _redis_url_problems(
@@ -232,6 +271,25 @@ def _vault_problems(resolved: Mapping[str, Resolved]) -> list[Problem]:
         problems.append(Problem(s.VAULT_KV_PATH.name, path.origin, reason))
 
     return problems
+
+
+def _unused_vault_problems(
+    boot: Mapping[str, Resolved], resolved: Mapping[str, Resolved]
+) -> list[Problem]:
+    """Reject a CONFIG_SOURCES that names vault when no KV path is configured."""
+    sources = boot.get(s.CONFIG_SOURCES.name)
+    if sources is None or not sources.value or "vault" not in sources.value:
+        return []
+    addr = resolved.get(s.VAULT_ADDR.name)
+    path = resolved.get(s.VAULT_KV_PATH.name)
+    if addr is None or path is None or (addr.value and path.value):
+        return []
+
+    reason = (
+        "names vault, but VAULT_ADDR and VAULT_KV_PATH are not both set, so no "
+        "setting could come from Vault; set them or remove vault from the list"
+    )
+    return [Problem(s.CONFIG_SOURCES.name, sources.origin, reason)]
 
 
 def _warn_exposed_secrets(settings: Settings) -> None:

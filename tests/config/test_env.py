@@ -333,3 +333,16 @@ def test_vault_token_with_newlines_rejected(tmp_path) -> None:
     assert "VAULT_TOKEN from file" in str(error)
     assert "white space or a control character" in str(error)
     assert "canary-token" not in str(error)
+
+
+def test_flask_debug_rejected_in_production() -> None:
+    error = load_error({"FLASK_DEBUG": "1"})
+
+    assert problem_for(error, "FLASK_DEBUG").startswith(
+        "FLASK_DEBUG from env FLASK_DEBUG: is set, and `flask run` would turn"
+    )
+
+
+@pytest.mark.parametrize("value", ["0", "false", ""])
+def test_flask_debug_off_allowed(value: str) -> None:
+    assert load({"FLASK_DEBUG": value})["APP_DEBUG"] is False

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from config import Settings
-from tests.config.conftest import Layout, VaultData, load
+from tests.config.conftest import Layout, VaultData, load, load_error, problem_for
 from tests.support.servers import BaoServer
 
 ALL_SOURCES = ("files", "vault", "env", "dotenv")
@@ -230,3 +230,37 @@ def test_alias_in_env_beats_dotenv(layout: Layout) -> None:
 
     assert settings["REDIS_HOST"] == "cache.alias"
     assert str(settings.resolved("REDIS_HOST").origin) == "env HOST_REDIS"
+
+
+def test_vault_only_order_reads_connection_from_env(
+    layout: Layout, vault: VaultData
+) -> None:
+    vault.write(redis_host="vault-host")
+    # env is not a source here, but VAULT_ADDR and the token still come from it.
+    environ = layout.environ(CONFIG_SOURCES="vault", **vault.environ())
+
+    settings = load(environ)
+
+    assert settings["REDIS_HOST"] == "vault-host"
+    assert str(settings.resolved("VAULT_ADDR").origin) == "env VAULT_ADDR"
+
+
+def test_vault_only_order_ignores_env_settings(
+    layout: Layout, vault: VaultData
+) -> None:
+    vault.write(redis_host="vault-host")
+    environ = layout.environ(
+        CONFIG_SOURCES="vault", REDIS_PORT="6390", **vault.environ()
+    )
+
+    settings = load(environ)
+
+    assert settings["REDIS_PORT"] == 6379
+    assert str(settings.resolved("REDIS_PORT").origin) == "default"
+
+
+def test_named_vault_source_needs_kv_path(layout: Layout) -> None:
+    error = load_error(layout.environ(CONFIG_SOURCES="vault,files"))
+
+    message = problem_for(error, "CONFIG_SOURCES")
+    assert "names vault, but VAULT_ADDR and VAULT_KV_PATH are not both set" in message
