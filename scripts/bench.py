@@ -14,12 +14,15 @@ Run from the repository root, with bao and redis-server on PATH:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +35,7 @@ from tests.leases.stack import (  # noqa: E402
     APP,
     COMMAND,
     COUNTER_KEY,
+    MOUNT,
     ROLE,
     Traffic,
     WorkerLog,
@@ -60,6 +64,7 @@ class Result:
     seconds: float
     traffic: Traffic
     rotations: int
+    failed_but_counted: int
 
     @property
     def requests(self) -> int:
@@ -105,6 +110,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "it (default 6)",
     )
     parser.add_argument(
+        "--revoke-every",
+        type=float,
+        default=0.0,
+        help="seconds between revocations of every lease of the role from "
+        "outside during the vault run, as an operator would revoke them. "
+        "0 turns this off (default 0)",
+    )
+    parser.add_argument(
         "--warmup",
         type=float,
         default=2.0,
@@ -135,9 +148,18 @@ def base_env(directory: Path, redis: RedisServer, workers: int) -> dict[str, str
 
 
 def measure(
-    name: str, directory: Path, env: dict[str, str], args: argparse.Namespace
+    name: str,
+    directory: Path,
+    env: dict[str, str],
+    redis: RedisServer,
+    args: argparse.Namespace,
+    revoke: Callable[[], None] | None = None,
 ) -> Result:
-    """Run gunicorn with `env`, warm it up, then load it for `args.seconds`."""
+    """Run gunicorn with `env`, warm it up, then load it for `args.seconds`.
+
+    `revoke`, if given, is called every `args.revoke_every` seconds during the
+    measured load.
+    """
     log_path = directory / "gunicorn.log"
     url = f"http://{LOOPBACK}:{env['HTTP_PORT']}/"
     with log_path.open("ab") as log:
@@ -155,15 +177,44 @@ def measure(
             raise SystemExit(message)
         run_traffic(url, seconds=args.warmup, threads=args.threads)
         rotations_before = len(WorkerLog(log_path.read_text()).rotated())
+        counter_before = _counter(redis)
         started = time.monotonic()
-        traffic = run_traffic(url, seconds=args.seconds, threads=args.threads)
+        with _repeating(revoke, args.revoke_every):
+            traffic = run_traffic(url, seconds=args.seconds, threads=args.threads)
         elapsed = time.monotonic() - started
+        counted = _counter(redis) - counter_before
         rotations = len(WorkerLog(log_path.read_text()).rotated()) - rotations_before
     finally:
         process.terminate()
         process.wait(timeout=30)
 
-    return Result(name, elapsed, traffic, rotations)
+    return Result(name, elapsed, traffic, rotations, counted - traffic.ok)
+
+
+def _counter(redis: RedisServer) -> int:
+    return int(redis.admin_client().get(COUNTER_KEY) or 0)
+
+
+@contextlib.contextmanager
+def _repeating(action: Callable[[], None] | None, interval: float) -> Iterator[None]:
+    """Call `action` every `interval` seconds in a thread while the block runs."""
+    if action is None or interval <= 0:
+        yield
+        return
+
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(interval):
+            action()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _ready(url: str) -> bool:
@@ -186,7 +237,7 @@ def run_static(directory: Path, args: argparse.Namespace) -> Result:
         secret.write_text(password + "\n")
         secret.chmod(0o600)
         env["REDIS_USERNAME"] = STATIC_USER
-        return measure("static", directory / "service", env, args)
+        return measure("static", directory / "service", env, redis, args)
     finally:
         redis.stop()
 
@@ -205,7 +256,15 @@ def run_vault(directory: Path, args: argparse.Namespace) -> Result:
             VAULT_SECRET_ID_FILE=str(directory / "secret-id"),
             VAULT_DB_ROLE=ROLE,
         )
-        return measure("vault", directory / "service", env, args)
+        prefix = f"{MOUNT}/creds/{ROLE}"
+        return measure(
+            "vault",
+            directory / "service",
+            env,
+            redis,
+            args,
+            revoke=lambda: bao.client().sys.revoke_prefix(prefix),
+        )
     finally:
         bao.stop()
         redis.stop()
@@ -214,7 +273,7 @@ def run_vault(directory: Path, args: argparse.Namespace) -> Result:
 def print_table(results: list[Result]) -> None:
     header = (
         f"{'run':<8} {'requests':>9} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} "
-        f"{'p99 ms':>7} {'failed':>7} {'rotations':>9}"
+        f"{'p99 ms':>7} {'failed':>7} {'counted':>7} {'rotations':>9}"
     )
     print(header)
     for result in results:
@@ -222,7 +281,7 @@ def print_table(results: list[Result]) -> None:
             f"{result.name:<8} {result.requests:>9} {result.rate:>8.1f} "
             f"{result.percentile(0.50):>7.2f} {result.percentile(0.95):>7.2f} "
             f"{result.percentile(0.99):>7.2f} {len(result.traffic.failures):>7} "
-            f"{result.rotations:>9}"
+            f"{result.failed_but_counted:>7} {result.rotations:>9}"
         )
 
     static, vault = results
@@ -237,9 +296,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="hitcounter-bench-") as temp:
         root = Path(temp)
+        revocations = (
+            f", revoked every {args.revoke_every:g} s" if args.revoke_every else ""
+        )
         print(
             f"{args.seconds:g} s per run, {args.threads} client threads, "
-            f"{args.workers} workers, Vault TTL {args.ttl} s, max {args.max_ttl} s",
+            f"{args.workers} workers, Vault TTL {args.ttl} s, max {args.max_ttl} s"
+            f"{revocations}",
+            flush=True,
+        )
+        print(
+            "counted: failed requests whose INCR ran in Redis all the same",
             flush=True,
         )
         results = [run_static(root / "static", args), run_vault(root / "vault", args)]
