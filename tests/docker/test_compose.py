@@ -6,6 +6,7 @@ the counter has run, no docker view of the deployment may show it.
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 from collections.abc import Callable, Iterator
@@ -153,6 +154,21 @@ def test_redis_only_on_internal_network(deployment: Deployment) -> None:
 
     assert networks == ["hc-compose_backend"]
     assert internal == ["true"]
+
+
+@pytest.mark.parametrize("service", ["web", "redis"])
+def test_healthcheck_command_passes(deployment: Deployment, service: str) -> None:
+    # Runs the configured check now instead of waiting for its first interval.
+    container = deployment.container(service)
+    output = deployment.engine.docker(
+        "inspect", "--format", "{{json .Config.Healthcheck.Test}}", container
+    ).stdout
+    kind, *command = json.loads(output)
+    argv = ["sh", "-c", command[0]] if kind == "CMD-SHELL" else command
+    probe = deployment.engine.docker("exec", container, *argv, check=False)
+
+    assert kind in ("CMD", "CMD-SHELL")
+    assert probe.returncode == 0, probe.stdout + probe.stderr
 
 
 def test_compose_config_shows_path_not_password(deployment: Deployment) -> None:
