@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from .._model import Findings, Origin, Problem
 from .env import EnvSource
 
 logger = logging.getLogger(__name__)
+
+MAX_DOTENV_BYTES = 1024 * 1024
 
 # python-dotenv drops ` #...` from an unquoted value as a comment. The match
 # starts at the binding's first `=`, so a quoted value containing `=` and ` #`
@@ -40,7 +43,10 @@ class DotenvSource:
     def collect(self, fields: Sequence[Field[Any]]) -> Findings:
         origin = Origin(".env", str(self.path))
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = self._read()
+        except _Unusable as error:
+            problem = Problem(None, origin, f"{self.path} {error}")
+            return Findings(self.name, problems=[problem])
         except FileNotFoundError:
             logger.debug("dotenv file absent path=%s", self.path)
             return Findings(self.name)
@@ -83,6 +89,17 @@ class DotenvSource:
 
         return findings
 
+    def _read(self) -> str:
+        # A FIFO or /dev/zero as DOTENV_PATH would block or never end.
+        info = self.path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise _Unusable("is a directory, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise _Unusable("is not a regular file")
+        if info.st_size > MAX_DOTENV_BYTES:
+            raise _Unusable(f"is larger than {MAX_DOTENV_BYTES // 1024} KiB")
+        return self.path.read_text(encoding="utf-8")
+
 
 def _first_line(binding: Binding) -> int:
     """Return the number of the line where the binding's own text starts.
@@ -93,3 +110,7 @@ def _first_line(binding: Binding) -> int:
     original = binding.original.string
     leading = original[: len(original) - len(original.lstrip())]
     return binding.original.line + leading.count("\n")
+
+
+class _Unusable(Exception):
+    """Raised inside this module for a .env path that exists but is not usable."""

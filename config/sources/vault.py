@@ -54,15 +54,25 @@ class VaultSource:
 
         by_key = {f.key: f for f in fields if f.vault and not f.env_only}
         suffix = f" (version {version})" if version is not None else ""
+        seen: dict[str, str] = {}
         for key, value in data.items():
             fld = by_key.get(key.lower())
             if fld is None:
                 logger.debug("vault key is not a setting key=%s", key)
                 continue
             origin = Origin("vault", f"{self.locator}#{key}{suffix}")
-            if not isinstance(value, str):
-                value = str(value)
-            raw: str | Secret = Secret(value) if fld.secret else value
+            if fld.name in seen:
+                reason = f"keys {seen[fld.name]!r} and {key!r} both set it; keep one"
+                findings.problems.append(Problem(fld.name, origin, reason))
+                continue
+            seen[fld.name] = key
+            text = _text(value)
+            if text is None:
+                kind = "null" if value is None else f"a JSON {_json_kind(value)}"
+                reason = f"the value is {kind}; expected a string"
+                findings.problems.append(Problem(fld.name, origin, reason))
+                continue
+            raw: str | Secret = Secret(text) if fld.secret else text
             findings.candidates.append(Candidate(fld.name, raw, origin))
 
         return findings
@@ -149,3 +159,18 @@ class VaultSource:
         # A KV mount created without a version option is version 1.
         version = str((mount.get("options") or {}).get("version") or "1")
         return int(version) if version in ("1", "2") else None
+
+
+def _text(value: object) -> str | None:
+    """Return a KV value as text: strings as they are, numbers and booleans."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+def _json_kind(value: object) -> str:
+    return "object" if isinstance(value, dict) else "array"

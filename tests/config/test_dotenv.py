@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from config import Secret
+from config.sources.dotenv import MAX_DOTENV_BYTES
 from tests.config.conftest import Layout, load, load_error
 
 DEVELOPMENT = {"APP_ENV": "development"}
@@ -248,7 +249,7 @@ def test_dotenv_path_is_directory(layout: Layout) -> None:
     error = load_error(layout.environ(**DEVELOPMENT))
 
     assert [str(p) for p in error.problems] == [
-        f".env {layout.dotenv_path}: cannot read {layout.dotenv_path}: Is a directory"
+        f".env {layout.dotenv_path}: {layout.dotenv_path} is a directory, not a file"
     ]
 
 
@@ -304,3 +305,19 @@ def load_from_os_environ() -> object:
     import config
 
     return config.load_settings()
+
+
+def test_dotenv_fifo_rejected(layout: Layout) -> None:
+    os.mkfifo(layout.dotenv_path)
+
+    error = load_error(layout.environ(APP_ENV="development"))
+
+    assert f"{layout.dotenv_path} is not a regular file" in str(error)
+
+
+def test_dotenv_too_large_rejected(layout: Layout) -> None:
+    layout.dotenv("# padding\n" * (MAX_DOTENV_BYTES // 10 + 1))
+
+    error = load_error(layout.environ(APP_ENV="development"))
+
+    assert f"{layout.dotenv_path} is larger than 1024 KiB" in str(error)

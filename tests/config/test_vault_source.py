@@ -24,6 +24,7 @@ from tests.config.conftest import (
     VaultData,
     load,
     load_error,
+    problem_for,
 )
 from tests.conftest import BaoFactory, ProxyFactory
 from tests.support.servers import BaoServer, free_port
@@ -504,3 +505,38 @@ def test_vault_values_stay_out_of_os_environ(
     )
     assert "vault-only-pass" not in child.stdout
     assert "cache.vault" not in child.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [(None, "null"), ({"a": "b"}, "a JSON object"), (["x"], "a JSON array")],
+    ids=["null", "object", "array"],
+)
+def test_kv_non_text_value_rejected(
+    layout: Layout, vault: VaultData, value: object, kind: str
+) -> None:
+    vault.server.client().secrets.kv.v2.create_or_update_secret(
+        path=vault.path, secret={"redis_password": value}, mount_point=vault.mount
+    )
+
+    error = load_error(layout.environ(**vault.environ()))
+
+    assert problem_for(error, "REDIS_PASSWORD").endswith(
+        f"the value is {kind}; expected a string"
+    )
+
+
+def test_kv_number_value_accepted(layout: Layout, vault: VaultData) -> None:
+    vault.server.client().secrets.kv.v2.create_or_update_secret(
+        path=vault.path, secret={"redis_port": 6380}, mount_point=vault.mount
+    )
+
+    assert load(layout.environ(**vault.environ()))["REDIS_PORT"] == 6380
+
+
+def test_kv_keys_differing_in_case_rejected(layout: Layout, vault: VaultData) -> None:
+    vault.write(redis_host="one", REDIS_HOST="two")
+
+    error = load_error(layout.environ(**vault.environ()))
+
+    assert "both set it; keep one" in problem_for(error, "REDIS_HOST")
