@@ -13,7 +13,7 @@ import time
 from app import create_app
 from config import Secret, load_settings
 from config.leases import DynamicCredentials
-from tests.leases.conftest import GunicornFactory
+from tests.leases.conftest import GunicornFactory, StackFactory
 from tests.leases.stack import (
     COUNTER_KEY,
     ROLE,
@@ -199,3 +199,26 @@ def test_rotation_drops_old_password(stack: Stack) -> None:
 
 def revoked_after_rotation(dynamic: DynamicCredentials) -> bool:
     return dynamic.generation >= 2 and not dynamic._retired
+
+
+def test_token_max_ttl_forces_relogin(
+    stack_factory: StackFactory, gunicorn_factory: GunicornFactory
+) -> None:
+    # Leases die with the token that created them, so a token that reaches
+    # its max TTL (8 s) before the lease does must be replaced first.
+    stack = stack_factory(
+        default_ttl=20,
+        max_ttl=60,
+        bootstrap_args=["--token-ttl=4", "--token-max-ttl=8"],
+    )
+    service = gunicorn_factory(stack, workers=1)
+
+    traffic = run_traffic(service.url(), seconds=10, pause=0.01)
+
+    log = service.log()
+    relogins = [line for line in log.text.splitlines() if "logging in again" in line]
+    assert traffic.failures == []
+    assert relogins
+    assert log.text.count("reason='new vault login'") == len(relogins)
+    assert "redis rejected the credentials" not in log.text
+    assert "vault unavailable" not in log.text
