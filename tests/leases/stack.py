@@ -71,8 +71,8 @@ class Stack:
 
     def service_users(self) -> set[str]:
         """Return the Redis ACL users other than `default`, the admin."""
-        users = self.redis.admin_client().execute_command("ACL", "USERS")
-        return {user for user in users if user != "default"}
+        users = self.redis.admin_client().acl_users()
+        return {str(user) for user in users if user != "default"}
 
     def client_users(self) -> list[str]:
         """Return the `user=` field of every Redis connection not made as `default`."""
@@ -374,9 +374,9 @@ class WorkerLog:
                 found = pattern.search(match["msg"])
                 if found is None:
                     continue
-                groups = [*found.groups(), None, None]
+                extra = [*found.groups()[1:], None, None]
                 event = LogEvent(
-                    index, int(match["pid"]), kind, groups[0], groups[1], groups[2]
+                    index, int(match["pid"]), kind, found[1], extra[0], extra[1]
                 )
                 self.events.append(event)
 

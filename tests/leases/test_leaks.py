@@ -29,8 +29,11 @@ def password_hashes(stack: Stack, users: Iterable[str]) -> set[str]:
     hashes: set[str] = set()
     for user in users:
         rules = admin.acl_getuser(user)
-        if rules is not None:
-            hashes.update(rules["passwords"])
+        if rules is None:
+            continue  # Deleted since it was listed.
+        passwords = rules["passwords"]
+        assert isinstance(passwords, list)
+        hashes.update(str(digest) for digest in passwords)
 
     return hashes
 

@@ -100,7 +100,7 @@ def test_sigterm_revokes_every_lease(
     assert code == 0
     assert len(users_before) >= 3
     assert len(leases_before) >= 3
-    assert stack.redis.admin_client().execute_command("ACL", "USERS") == ["default"]
+    assert stack.redis.admin_client().acl_users() == ["default"]
     assert stack.vault_leases() == []
     # Only the root token is left: each worker's AppRole token was revoked too.
     accessors = stack.bao.client().adapter.list("/v1/auth/token/accessors")
