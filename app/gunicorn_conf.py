@@ -12,6 +12,8 @@ import sys
 import tempfile
 from typing import Any
 
+from gunicorn.glogging import Logger
+
 from config import ConfigError
 from config import schema as s
 from config._load import vault_config
@@ -54,6 +56,30 @@ accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 # gunicorn 25+ opens a control socket under $HOME; the service does not use it.
 control_socket_disable = True
+
+
+class AccessLogger(Logger):  # type: ignore[misc]
+    """gunicorn's logger, with control characters in request fields escaped.
+
+    `%(U)s` is the percent-decoded path, so a request for `/%0a...` would
+    otherwise write a line of the client's choosing into the access log.
+    """
+
+    def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> Any:
+        atoms = super().atoms(resp, req, environ, request_time)
+        return {
+            key: _escape(value) if isinstance(value, str) else value
+            for key, value in atoms.items()
+        }
+
+
+def _escape(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+logger_class = AccessLogger
 
 
 def post_worker_init(worker: Any) -> None:

@@ -20,6 +20,8 @@ def configure_logging(level: str) -> None:
         handler.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(handler)
     root.setLevel(level)
+    # urllib3 logs every request URL at DEBUG, and Vault lease ids are in them.
+    logging.getLogger("urllib3").setLevel(max(logging.INFO, root.level))
 
 
 def log_settings(settings: Settings) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 import redis
@@ -21,6 +22,42 @@ bp = Blueprint("counter", __name__)
 UNAVAILABLE = "Service Unavailable: the counter's store cannot be reached.\n"
 
 
+class _FailureLog:
+    """Logs failed counter updates, at most `burst` lines per interval.
+
+    While Redis is down every request fails; one line per request would bury
+    the rest of the log, so the next logged line counts the ones left out.
+    """
+
+    def __init__(self, interval: float = 10.0, burst: int = 5) -> None:
+        self.interval = interval
+        self.burst = burst
+        self._window_start = -math.inf
+        self._logged = 0
+        self._suppressed = 0
+
+    def log(self, error: Exception) -> None:
+        now = time.monotonic()
+        if now - self._window_start >= self.interval:
+            self._window_start = now
+            self._logged = 0
+        if self._logged >= self.burst:
+            self._suppressed += 1
+            return
+        # redis-py messages name the host and the failure, never a password.
+        logger.warning(
+            "counter update failed error=%s: %s suppressed=%d",
+            type(error).__name__,
+            error,
+            self._suppressed,
+        )
+        self._logged += 1
+        self._suppressed = 0
+
+
+_failures = _FailureLog()
+
+
 def _store() -> Store:
     store: Store = current_app.extensions["store"]
     return store
@@ -32,10 +69,7 @@ def hello() -> Response:
     try:
         count = _store().incr(key)
     except redis.RedisError as error:
-        # redis-py messages name the host and the failure, never a password.
-        logger.warning(
-            "counter update failed error=%s: %s", type(error).__name__, error
-        )
+        _failures.log(error)
         return Response(UNAVAILABLE, status=503, mimetype="text/plain")
 
     return Response(f"Hello World! {count} times.\n", mimetype="text/plain")

@@ -153,6 +153,26 @@ def test_access_log_drops_query(
     assert re.search(r'"GET /" 200 \d+ \d+ms$', output, re.MULTILINE)
 
 
+def test_access_log_escapes_control_characters(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    gunicorn_factory: GunicornFactory,
+) -> None:
+    service = gunicorn_factory(
+        settings_for(tmp_path, redis_server, redis_server.password)
+    )
+
+    # The path is percent-decoded before it is logged.
+    response = service.get("/%0a127.0.0.1%20%22GET%20/forged%22%20200%1b[31m")
+    service.stop()
+
+    output = service.output()
+    assert response.status_code == 404
+    assert not re.search(r'^127\.0\.0\.1 "GET /forged"', output, re.MULTILINE)
+    assert "\x1b" not in output
+    assert '"GET /\\n127.0.0.1 \\"GET /forged\\" 200\\x1b[31m" 404' in output
+
+
 def test_canary_password_never_shown(
     tmp_path: Path,
     redis_factory: RedisFactory,

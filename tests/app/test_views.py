@@ -11,7 +11,7 @@ import pytest
 import redis
 from flask import Flask
 
-from app import create_app
+from app import create_app, views
 from app.views import UNAVAILABLE
 from config import load_settings
 from tests.app.conftest import COUNTER_ACL, write_secrets
@@ -302,3 +302,21 @@ def test_slow_redis_times_out_503(tmp_path: Path, redis_server: RedisServer) -> 
     assert response.get_data(as_text=True) == UNAVAILABLE
     assert elapsed < 2.0
     assert client.get("/").status_code == 200
+
+
+def test_failure_log_limits_repeats(caplog: pytest.LogCaptureFixture) -> None:
+    failures = views._FailureLog(interval=60.0, burst=2)
+
+    with caplog.at_level(logging.WARNING, logger="app.views"):
+        for _ in range(5):
+            failures.log(redis.ConnectionError("Connection refused."))
+
+    lines = [r.getMessage() for r in caplog.records]
+    assert (
+        lines
+        == [
+            "counter update failed error=ConnectionError: Connection refused. "
+            "suppressed=0"
+        ]
+        * 2
+    )
