@@ -470,8 +470,14 @@ class DynamicCredentials:
                 "username and password; check that VAULT_DB_ROLE names a "
                 "role of the Redis database plugin"
             )
-        self._generation += 1
         duration = float(response.get("lease_duration") or 0)
+        if duration <= 0:
+            # Renewing at two thirds of zero would rotate in a tight loop.
+            raise VaultError(
+                f"vault credentials read at {self.path}: the reply has no lease "
+                "duration; check the role's default_ttl"
+            )
+        self._generation += 1
         self._requested_ttl = duration
         return Lease(
             response["lease_id"],
