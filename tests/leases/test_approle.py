@@ -12,6 +12,7 @@ from tests.leases.stack import ROLE, Gunicorn, Stack
 from tests.support.servers import random_secret
 
 EXIT_TIMEOUT_SECONDS = 30.0
+ROLE_CREDS = f"database/creds/{ROLE}"
 
 
 def wait_for_exit(service: Gunicorn) -> int:
@@ -71,4 +72,39 @@ def test_expired_secret_id_stops_startup(
     assert code != 0
     assert_clear_login_error(output, expired)
     assert "Booting worker" not in output
+    assert stack.service_users() == set()
+
+
+@pytest.mark.parametrize(
+    ("removed", "message"),
+    [
+        # The master's check through sys/capabilities-self finds no read.
+        ([ROLE_CREDS], "policy does not allow reading database/creds/hitcounter"),
+        # Without sys/capabilities-self the master skips its check, and the
+        # worker's first credentials read is denied instead.
+        ([ROLE_CREDS, "sys/capabilities-self"], "permission denied (403)"),
+    ],
+    ids=["checked-by-master", "denied-in-worker"],
+)
+def test_policy_without_read_stops_startup(
+    stack: Stack,
+    gunicorn_factory: GunicornFactory,
+    removed: list[str],
+    message: str,
+) -> None:
+    client = stack.bao.client()
+    rules = client.sys.read_policy(ROLE)["data"]["rules"]
+    denied = rules
+    for path in removed:
+        denied = denied.replace(f'path "{path}"', f'path "{path}-not"')
+    client.sys.create_or_update_policy(ROLE, denied)
+    service = gunicorn_factory(stack, start=False)
+
+    code = wait_for_exit(service)
+
+    output = service.output()
+    assert denied.count("-not") == len(removed)
+    assert code != 0
+    assert message in output
+    assert stack.secret_id not in output
     assert stack.service_users() == set()
