@@ -293,6 +293,9 @@ class DynamicCredentials:
     def _next_delay(self) -> float:
         now = time.monotonic()
         times = [t for t in self._due_times() if t is not None]
+        if self._retry_at is not None:
+            # Work already overdue waits for the retry, not for a busy loop.
+            times = [t for t in times if t > now] or [self._retry_at]
         if not times:
             return MAX_RETRY_DELAY
         return min(max(min(times) - now, 0.05), MAX_RETRY_DELAY)
@@ -321,8 +324,7 @@ class DynamicCredentials:
 
         try:
             with self._lock:
-                self._maintain_token(now)
-                self._maintain_lease(now)
+                self._maintain(now)
         except VaultError as error:
             self._note_failure(error)
             self._schedule_retry()
@@ -333,6 +335,21 @@ class DynamicCredentials:
             self._retry_at = None
             self._retry_delay = 1.0
         self._report_expiry()
+
+    def _maintain(self, now: float) -> None:
+        try:
+            self._maintain_token(now)
+            self._maintain_lease(now)
+        except _vault.Transient:
+            raise
+        except VaultError:
+            if self.config.auth_method != "approle":
+                raise
+            # Rejected rather than unreachable: most likely the token expired
+            # during an outage. Its leases went with it, so start over.
+            logger.warning("vault rejected the token, logging in again")
+            self._login(retry=False)
+            self._rotate(reason="new vault login")
 
     def _maintain_token(self, now: float) -> None:
         if self._token_expires is None or now < self._token_renew_at():
