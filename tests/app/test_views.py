@@ -320,3 +320,28 @@ def test_failure_log_limits_repeats(caplog: pytest.LogCaptureFixture) -> None:
         ]
         * 2
     )
+
+
+def test_store_and_pool_print_masked(
+    tmp_path: Path, redis_factory: RedisFactory
+) -> None:
+    password = f"canary-{random_secret()}"
+    server = redis_factory(password=password)
+    app = make_app(tmp_path, server, REDIS_USERNAME="default")
+    store = app.extensions["store"]
+    store.incr("hits")
+    connection = store.pool.get_connection()
+    store.pool.release(connection)
+
+    shown = [
+        repr(store),
+        repr(store.pool),
+        repr(connection),
+        repr(store.credentials),
+        str(app.extensions["settings"]),
+    ]
+
+    for text in shown:
+        assert password not in text
+        assert password[7:13] not in text
+    assert "<masked>" in repr(store.credentials)
