@@ -1,4 +1,4 @@
-"""gunicorn exits at startup when the AppRole secret id is wrong or expired."""
+"""gunicorn exits at startup on a wrong or expired secret id or a denied read."""
 
 from __future__ import annotations
 
