@@ -6,6 +6,8 @@ import re
 import threading
 import time
 
+import pytest
+
 from tests.leases.conftest import GunicornFactory, StackFactory
 from tests.leases.stack import Stack, Traffic, connected_ports, run_traffic, wait_for
 
@@ -64,7 +66,8 @@ def test_external_revoke_during_traffic(
     assert len(service.log().rotated()) == 2 * REVOCATIONS
     # At most one request in flight per worker (sync workers) per revocation.
     assert len(traffic.failures) <= 2 * REVOCATIONS
-    assert len(in_flight) == len(traffic.failures)
+    # The view logs at most five failures per worker in ten seconds.
+    assert min(len(traffic.failures), 5) <= len(in_flight) <= len(traffic.failures)
     assert all(AMBIGUOUS_FAILURE.search(line) for line in in_flight), in_flight
     # No success is lost and none is counted twice. A failed one may have run.
     assert traffic.ok <= stack.counter() <= traffic.ok + len(traffic.failures)
@@ -82,6 +85,37 @@ def revoke_and_watch(stack: Stack) -> tuple[set[str], bool, bool]:
     replaced = wait_for(lambda: len(stack.service_users() - users) == 2, 3.0)
 
     return users, dropped, replaced
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="DynamicCredentials.refresh() returns the rejected lease when it "
+    "rotated less than MIN_REFRESH_INTERVAL (1 s) ago, so requests fail with "
+    "AuthenticationError until that second has passed",
+)
+def test_second_revoke_within_a_second(
+    stack_factory: StackFactory, gunicorn_factory: GunicornFactory
+) -> None:
+    stack = stack_factory(default_ttl=LONG_TTL, max_ttl=LONG_MAX_TTL)
+    service = gunicorn_factory(stack)
+    result: list[Traffic] = []
+    sender = threading.Thread(
+        target=lambda: result.append(run_traffic(service.url(), seconds=3, threads=4))
+    )
+
+    sender.start()
+    time.sleep(1.0)
+    first = revoke_and_watch(stack)
+    time.sleep(0.1)
+    second = revoke_and_watch(stack)
+    sender.join()
+
+    traffic = result[0]
+    assert first[2]
+    assert second[2]
+    assert traffic.ok > 100
+    # Only commands in flight at each revocation may fail.
+    assert len(traffic.failures) <= 2 * 2
 
 
 def test_sigterm_revokes_every_lease(
