@@ -222,6 +222,9 @@ class DynamicCredentials:
             if lease.generation != seen_generation:
                 return lease
             if time.monotonic() - self._last_refresh < MIN_REFRESH_INTERVAL:
+                # NOTE: this returns the lease Redis just rejected, so when new
+                # credentials are revoked again within the interval, requests
+                # fail until it ends (test_second_revoke_within_a_second).
                 return lease
             self._last_refresh = time.monotonic()
             logger.warning(
