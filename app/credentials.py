@@ -16,7 +16,7 @@ class CredentialsUnavailable(redis.ConnectionError):
 
 
 class Credentials(Protocol):
-    """What the store needs from a credential provider."""
+    """The credential provider interface that `Store` uses."""
 
     @property
     def generation(self) -> int: ...
@@ -41,7 +41,7 @@ class StaticCredentials(CredentialProvider):
         return (password,)
 
     def refresh(self, seen_generation: int) -> None:
-        # Static credentials cannot be replaced; the caller's error stands.
+        # Static credentials cannot be replaced, so the caller re-raises its error.
         return
 
     def __repr__(self) -> str:

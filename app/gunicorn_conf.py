@@ -31,7 +31,7 @@ try:
             vault_config(_settings.__getitem__), _settings[s.VAULT_DB_MOUNT], _role
         )
 except ConfigError as error:
-    # gunicorn would print a traceback; the message alone says what to fix.
+    # gunicorn would print a traceback, but the message alone states the fix.
     print(error, file=sys.stderr)
     raise SystemExit(1) from None
 

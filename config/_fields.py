@@ -37,7 +37,7 @@ class Field(Generic[T]):
     help: str
     secret: bool = False
     aliases: tuple[str, ...] = ()
-    # Bootstrap settings say where the other settings come from, so they are
+    # Bootstrap settings decide where the other settings come from, so they are
     # read from the process environment only.
     env_only: bool = False
     # Settings that configure Vault cannot come from Vault itself.
@@ -78,7 +78,7 @@ def parse_secret(text: str) -> Secret:
     if text == "":
         raise ValueError("is empty")
     if any(0xD800 <= ord(char) <= 0xDFFF for char in text):
-        # os.environ holds undecodable bytes as surrogates.
+        # os.environ stores undecodable bytes as surrogates.
         raise ValueError("is not valid UTF-8")
     return Secret(text)
 

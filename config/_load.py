@@ -20,8 +20,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ORDER = ("files", "vault", "env")
 DEVELOPMENT_ORDER = ("files", "vault", "env", "dotenv")
-# Where the settings that reach Vault come from when CONFIG_SOURCES leaves
-# these out: without them `CONFIG_SOURCES=vault` could never find VAULT_ADDR.
+# Sources of the settings that reach Vault, even when CONFIG_SOURCES leaves
+# them out, because otherwise `CONFIG_SOURCES=vault` could never find VAULT_ADDR.
 CONNECTION_SOURCES = ("files", "env")
 
 

@@ -138,7 +138,7 @@ def _approle_login(client: hvac.Client, config: VaultConfig, run: Any) -> TokenI
     except Transient:
         raise
     except VaultError:
-        # Vault answers 400 for a wrong, expired or used-up secret id.
+        # Vault returns 400 for a wrong, expired or used-up secret id.
         raise VaultError(
             f"{where}: the role id or secret id was rejected (wrong, expired or "
             "used up); issue a new secret id"

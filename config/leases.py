@@ -130,7 +130,7 @@ class DynamicCredentials:
         self.revoke_grace = revoke_grace
         self._reset()
         # A forked child must not renew, revoke or reuse the parent's lease,
-        # token or HTTP connections, so it forgets them and starts over.
+        # token or HTTP connections, so it drops them and starts over.
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _reset_ref(ref))
 
@@ -363,12 +363,19 @@ class DynamicCredentials:
             )
             previous_ttl = self._token_ttl
             self._set_token(data["auth"])
-            if self._token_ttl + 1 < previous_ttl:
+            # OpenBao 2.7 warns when it caps the TTL, and the comparison covers
+            # replies without that warning.
+            if self._token_ttl + 1 < previous_ttl or _mentions_cap(data):
                 # Capped by the token's max TTL: renewing again only shrinks it.
                 self._token_renewable = False
             lease = self._lease
             # A capped token would take the lease down with it: log in again.
-            if lease is None or self._token_expires >= lease.expires_at:
+            # One that can still be renewed keeps the lease alive as it is.
+            if (
+                self._token_renewable
+                or lease is None
+                or self._token_expires >= lease.expires_at
+            ):
                 return
             if self.config.auth_method != "approle":
                 return
@@ -407,7 +414,7 @@ class DynamicCredentials:
         except _vault.Transient:
             raise
         except VaultError:
-            # Vault no longer knows the lease (revoked or expired): replace it.
+            # Vault has no such lease any more (revoked or expired), so replace it.
             self.observer.renewal_failed()
             self._rotate(reason="renewal rejected")
             return
