@@ -18,6 +18,10 @@ ARG APP_UID=10001
 RUN groupadd --gid "${APP_UID}" app \
     && useradd --uid "${APP_UID}" --gid "${APP_UID}" --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin app
+# Mount points of the named volumes in docker-compose.vault.yml. Docker gives an
+# empty named volume the owner and mode of the image's directory, so the app
+# user can write the AppRole files there.
+RUN install -d -o app -g app -m 0700 /run/vault /run/vault-admin
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

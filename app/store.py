@@ -1,7 +1,7 @@
 """The Redis pool and the commands the service sends.
 
 Credentials reach redis-py only through a `CredentialProvider`, which redis-py
-asks each time it opens a connection, so rotated credentials need no change
+calls each time it opens a connection, so rotated credentials need no change
 here. Each connection remembers the credential generation it logged in with;
 the pool reconnects one from an older generation before handing it out, so
 after a rotation every command runs as the new user.

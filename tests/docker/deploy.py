@@ -20,8 +20,10 @@ READY_TIMEOUT_SECONDS = 90.0
 COUNTER_REPLY = re.compile(r"Hello World! (\d+) times\.")
 
 
-def write_secret_file(directory: Path, value: str, mode: int = 0o644) -> Path:
-    """Write `value` as the redis_password secret file and return its path.
+def write_secret_file(
+    directory: Path, value: str, mode: int = 0o644, name: str = "redis_password"
+) -> Path:
+    """Write `value` as the secret file `name` and return its path.
 
     The folder gets mode 0700 so other host users cannot reach the file, while
     the file mode lets the containers' non-root users read it through the bind
@@ -29,7 +31,7 @@ def write_secret_file(directory: Path, value: str, mode: int = 0o644) -> Path:
     """
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     directory.chmod(0o700)
-    path = directory / "redis_password"
+    path = directory / name
     path.write_text(value + "\n")
     path.chmod(mode)
     return path

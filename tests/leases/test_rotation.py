@@ -222,3 +222,23 @@ def test_token_max_ttl_forces_relogin(
     assert log.text.count("reason='new vault login'") == len(relogins)
     assert "redis rejected the credentials" not in log.text
     assert "vault unavailable" not in log.text
+
+
+def test_token_renewal_keeps_credentials(
+    stack_factory: StackFactory, gunicorn_factory: GunicornFactory
+) -> None:
+    # The token (TTL 4 s, max 30 s) is renewed every 2.7 s and is not capped
+    # while the test runs, so the lease (TTL 20 s) needs no new login.
+    stack = stack_factory(
+        default_ttl=20,
+        max_ttl=60,
+        bootstrap_args=["--token-ttl=4", "--token-max-ttl=30"],
+    )
+    service = gunicorn_factory(stack, workers=1)
+
+    traffic = run_traffic(service.url(), seconds=6, pause=0.01)
+
+    log = service.log()
+    assert traffic.failures == []
+    assert "logging in again" not in log.text
+    assert log.rotated() == []
