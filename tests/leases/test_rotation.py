@@ -1,7 +1,9 @@
 """Rotation of Vault-issued Redis credentials under gunicorn, with live traffic.
 
-Every test runs real Redis, OpenBao configured by the bootstrap (TTL 3 s,
-max TTL 6 s) and gunicorn, so each worker rotates about every four seconds.
+The tests run real Redis, OpenBao configured by the bootstrap and, except
+where a docstring says otherwise, gunicorn. With the default TTLs (3 s, max
+6 s) each worker rotates about every four seconds. The token tests set their
+own TTLs.
 """
 
 from __future__ import annotations
@@ -124,7 +126,8 @@ def test_capped_renewal_rotates_once(
         # TTL 3 s, max 6 s: one full renewal at 2 s, the capped one at 4 s.
         assert len(renewals) <= 3
         assert rotation.previous == event.lease
-        assert old_user is not None and rotation.username is not None
+        assert old_user is not None
+        assert rotation.username is not None
         assert samples.switched_before_delete(old_user, rotation.username)
 
 
@@ -145,7 +148,8 @@ def test_pool_reconnects_as_new_user(
     assert poller.errors == []
     assert traffic.failures == []
     assert peak >= 2
-    assert old_user is not None and rotation.username is not None
+    assert old_user is not None
+    assert rotation.username is not None
     assert samples.switched_before_delete(old_user, rotation.username)
 
 
