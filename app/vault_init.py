@@ -2,9 +2,9 @@
 
 Run as ``python -m app.vault_init`` before ``python -m app.vault_bootstrap``, as
 docker-compose.vault.yml does. Through the HTTP API it waits until the server
-answers, then, if the server is not initialized, initializes it with a single
-unseal key, writes the root token to ``--root-token-file`` (mode 0600) and
-unseals it. The unseal key is kept in memory only, because the demo server
+responds. A server that is not initialized gets a single unseal key, its root
+token is written to ``--root-token-file`` (mode 0600), and it is unsealed. The
+unseal key is kept in memory only, because the demo server
 stores its data in memory and loses it, initialization included, when it stops.
 
 A single key share and a root token on disk are for demos only. Initialize a
@@ -53,7 +53,7 @@ def make_client(vault_addr: str, timeout: float) -> hvac.Client:
 
 
 def wait_for_seal_status(client: hvac.Client, wait_seconds: float) -> dict[str, Any]:
-    """Return the server's seal status, retrying until it answers or time runs out."""
+    """Return the server's seal status, retrying until it responds or time runs out."""
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
@@ -62,7 +62,7 @@ def wait_for_seal_status(client: hvac.Client, wait_seconds: float) -> dict[str, 
         except (requests.RequestException, hvac.exceptions.VaultError) as error:
             if time.monotonic() >= deadline:
                 message = (
-                    f"vault at {client.url} did not answer sys/seal-status within "
+                    f"vault at {client.url} did not respond to sys/seal-status within "
                     f"{wait_seconds:.0f} s: {type(error).__name__}. Check "
                     "--vault-addr and that the server is running"
                 )
@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait-seconds",
         type=float,
         default=60.0,
-        help="how long to wait for the server to answer, in seconds (default: 60)",
+        help="how long to wait for the server to respond, in seconds (default: 60)",
     )
 
     return parser
