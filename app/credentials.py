@@ -23,6 +23,8 @@ class Credentials(Protocol):
 
     def get_credentials(self) -> tuple[str] | tuple[str, str]: ...
     def refresh(self, seen_generation: int) -> None: ...
+    def confirm(self, generation: int) -> None: ...
+    def expired(self) -> bool: ...
 
 
 class StaticCredentials(CredentialProvider):
@@ -43,6 +45,12 @@ class StaticCredentials(CredentialProvider):
     def refresh(self, seen_generation: int) -> None:
         # Static credentials cannot be replaced, so the caller re-raises its error.
         return
+
+    def confirm(self, generation: int) -> None:
+        return
+
+    def expired(self) -> bool:
+        return False
 
     def __repr__(self) -> str:
         return f"StaticCredentials(username={self._username!r}, password=<masked>)"
@@ -70,6 +78,12 @@ class LeaseCredentials(CredentialProvider):
             self.dynamic.refresh(seen_generation)
         except CredentialsError as error:
             raise CredentialsUnavailable(str(error)) from None
+
+    def confirm(self, generation: int) -> None:
+        self.dynamic.confirm(generation)
+
+    def expired(self) -> bool:
+        return self.dynamic.expired()
 
     def __repr__(self) -> str:
         return f"LeaseCredentials(path={self.dynamic.path!r})"

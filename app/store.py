@@ -58,7 +58,10 @@ class RotatingPool(redis.ConnectionPool):
         provider = self.connection_kwargs.get("credential_provider")
         current = getattr(provider, "generation", 0)
         stale = getattr(connection, "auth_generation", current) != current
-        if stale and connection._sock is not None:
+        # Expired credentials are not used even where Redis still accepts
+        # them (a sealed Vault deletes no users): the reconnect then fails.
+        expired = provider is not None and provider.expired()
+        if (stale or expired) and connection._sock is not None:
             connection.disconnect()
         super().ensure_connection(connection)
 
@@ -141,12 +144,16 @@ class Store:
         connection: Any = self.pool.get_connection()
         try:
             connection.send_command(*command)
-            return connection.read_response()
+            reply = connection.read_response()
         except (redis.ConnectionError, redis.TimeoutError):
             connection.disconnect()
             raise
         finally:
             self.pool.release(connection)
+
+        if self.credentials is not None:
+            self.credentials.confirm(connection.auth_generation)
+        return reply
 
     def __repr__(self) -> str:
         return f"Store({self.pool!r})"

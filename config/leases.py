@@ -156,6 +156,7 @@ class DynamicCredentials:
         self._last_refresh = 0.0
         self._expiry_warned = False
         self._closed = False
+        self._confirmed = 0
         self._requested_ttl = 0.0
         self._token_ttl = 0.0
 
@@ -211,20 +212,32 @@ class DynamicCredentials:
     def generation(self) -> int:
         return self._generation
 
+    def confirm(self, generation: int) -> None:
+        """Record that Redis accepted credentials of `generation`."""
+        if generation > self._confirmed:
+            self._confirmed = generation
+
+    def expired(self) -> bool:
+        """Return True when this process holds no unexpired credentials."""
+        lease = self._lease
+        return lease is None or lease.remaining() <= 0
+
     def refresh(self, seen_generation: int) -> Lease:
         """Replace credentials that Redis rejected, unless already replaced.
 
-        Concurrent callers that saw the same generation share one rotation,
-        and rotations are at least `MIN_REFRESH_INTERVAL` apart.
+        Concurrent callers that saw the same generation share one rotation.
+        Credentials that Redis accepted before (then revoked) are replaced at
+        once; others at most once per `MIN_REFRESH_INTERVAL`.
         """
         with self._lock:
             lease = self.current()
             if lease.generation != seen_generation:
                 return lease
-            if time.monotonic() - self._last_refresh < MIN_REFRESH_INTERVAL:
-                # NOTE: this returns the lease Redis just rejected, so when new
-                # credentials are revoked again within the interval, requests
-                # fail until it ends (test_second_revoke_within_a_second).
+            recent = time.monotonic() - self._last_refresh < MIN_REFRESH_INTERVAL
+            if recent and self._confirmed < lease.generation:
+                # Credentials that Redis has never accepted are not replaced
+                # again at once: a role whose users cannot log in would
+                # otherwise cost one new lease per request.
                 return lease
             self._last_refresh = time.monotonic()
             logger.warning(

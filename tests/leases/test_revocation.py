@@ -87,12 +87,6 @@ def revoke_and_watch(stack: Stack) -> tuple[set[str], bool, bool]:
     return users, dropped, replaced
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DynamicCredentials.refresh() returns the rejected lease when it "
-    "rotated less than MIN_REFRESH_INTERVAL (1 s) ago, so requests fail with "
-    "AuthenticationError until that second has passed",
-)
 def test_second_revoke_within_a_second(
     stack_factory: StackFactory, gunicorn_factory: GunicornFactory
 ) -> None:

@@ -138,9 +138,10 @@ def test_vault_sealed_serves_and_recovers(
         lambda: service.get("/readyz").json()["status"] == "degraded", 1.0, 0.02
     )
     # Sealed past the end of the leases: /readyz fails, and workers keep retrying.
-    # NOTE: a sealed Vault deletes no Redis user, so `/` can still succeed on a
-    # connection pooled before the expiry, while a new connection gets 503.
+    # A sealed Vault deletes no Redis user, but expired credentials are not used
+    # on pooled connections either, so `/` fails too.
     expired = wait_for(lambda: service.get("/readyz").status_code == 503, TTL)
+    counter_refused = wait_for(lambda: service.get("/").status_code == 503, TTL)
     stack.bao.unseal()
     came_back = wait_for(lambda: recovered(service), RECOVERY_SECONDS)
     after = run_traffic(service.url(), seconds=1, threads=2)
@@ -154,6 +155,7 @@ def test_vault_sealed_serves_and_recovers(
     assert sealed_traffic.failures == []
     assert degraded
     assert expired
+    assert counter_refused
     assert came_back
     assert after.failures == []
     assert len(retries) == len(workers)
