@@ -6,8 +6,6 @@ import re
 import threading
 import time
 
-import pytest
-
 from tests.leases.conftest import GunicornFactory, StackFactory
 from tests.leases.stack import Stack, Traffic, connected_ports, run_traffic, wait_for
 
