@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.add_url_rule("/metrics", "metrics", _metrics)
 
     logger.info(
-        "service ready redis=%s:%s credentials=%s debug=%s",
+        "app created redis=%s:%s credentials=%s debug=%s",
         settings[s.REDIS_HOST],
         settings[s.REDIS_PORT],
         "vault" if settings[s.VAULT_DB_ROLE] else "static",

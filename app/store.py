@@ -24,7 +24,7 @@ except ImportError:  # redis-py before 7.0
 from config import Settings
 from config import schema as s
 
-from .credentials import Credentials, StaticCredentials
+from .credentials import Credentials, LeaseCredentials, StaticCredentials
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,8 @@ class Store:
             try:
                 return self._send(command)
             except redis.AuthenticationError:
-                if attempt == 2 or self.credentials is None:
+                # Static credentials cannot be replaced, so resending is futile.
+                if attempt == 2 or not isinstance(self.credentials, LeaseCredentials):
                     raise
                 logger.info("redis rejected credentials, refreshing and retrying")
                 self.credentials.refresh(generation)

@@ -124,9 +124,12 @@ def int_in_range(low: int, high: int | None = None) -> Callable[[str], int]:
 
 def parse_port(text: str) -> int:
     try:
-        return int_in_range(1, 65535)(text)
-    except ValueError as error:
-        raise ValueError(f"{error}; a TCP port is 1 to 65535") from None
+        port = int(text.strip(), 10)
+    except ValueError:
+        raise ValueError("is not an integer (a TCP port is 1 to 65535)") from None
+    if not 1 <= port <= 65535:
+        raise ValueError("is out of range (a TCP port is 1 to 65535)")
+    return port
 
 
 def positive_float(text: str) -> float:

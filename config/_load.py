@@ -62,6 +62,7 @@ def load_settings(
 
     settings = Settings({f.name: resolved[f.name] for f in fields})
     _warn_exposed_secrets(settings)
+    _warn_unread_dotenv(settings, order, dotenv_values, fields)
     return settings
 
 
@@ -290,6 +291,34 @@ def _unused_vault_problems(
         "setting could come from Vault; set them or remove vault from the list"
     )
     return [Problem(s.CONFIG_SOURCES.name, sources.origin, reason)]
+
+
+def _warn_unread_dotenv(
+    settings: Settings,
+    order: Sequence[str],
+    dotenv_values: Mapping[str, str],
+    fields: Sequence[Field[Any]],
+) -> None:
+    """Warn about a .env that is present but not read, or bootstrap keys in it."""
+    path = Path(settings[s.DOTENV_PATH])
+    if "dotenv" not in order:
+        if path.is_file():
+            logger.warning(
+                "dotenv file not read path=%s: it is read only when APP_ENV="
+                "development is set in the environment (not in the file), or "
+                "when CONFIG_SOURCES lists dotenv",
+                path,
+            )
+        return
+
+    for fld in fields:
+        if fld.env_only and fld.name in dotenv_values:
+            logger.warning(
+                "dotenv setting ignored setting=%s path=%s: it decides where "
+                "settings come from, so only the environment sets it",
+                fld.name,
+                path,
+            )
 
 
 def _warn_exposed_secrets(settings: Settings) -> None:

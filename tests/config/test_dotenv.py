@@ -321,3 +321,35 @@ def test_dotenv_too_large_rejected(layout: Layout) -> None:
     error = load_error(layout.environ(APP_ENV="development"))
 
     assert f"{layout.dotenv_path} is larger than 1024 KiB" in str(error)
+
+
+def test_unread_dotenv_warns(layout: Layout, caplog: pytest.LogCaptureFixture) -> None:
+    # APP_ENV in the file itself does not turn the file on.
+    layout.dotenv("APP_ENV=development\nREDIS_PORT=6390\n")
+
+    with caplog.at_level(logging.WARNING):
+        settings = load(layout.environ())
+
+    assert settings["REDIS_PORT"] == 6379
+    assert f"dotenv file not read path={layout.dotenv_path}" in caplog.text
+
+
+def test_bootstrap_key_in_dotenv_warns(
+    layout: Layout, caplog: pytest.LogCaptureFixture
+) -> None:
+    layout.dotenv("SECRETS_DIR=/elsewhere\n")
+
+    with caplog.at_level(logging.WARNING):
+        settings = load(layout.environ(APP_ENV="development"))
+
+    assert settings["SECRETS_DIR"] == str(layout.secrets_dir)
+    assert "dotenv setting ignored setting=SECRETS_DIR" in caplog.text
+
+
+def test_absent_dotenv_no_warning(
+    layout: Layout, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        load(layout.environ())
+
+    assert "dotenv" not in caplog.text

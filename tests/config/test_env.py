@@ -17,26 +17,26 @@ ACCEPTED_BOOLEANS = "accepted: true, 1, yes, on, false, 0, no, off, in any case"
         (
             "REDIS_PORT",
             "abc",
-            "REDIS_PORT from env REDIS_PORT: 'abc' is not an integer; "
-            "a TCP port is 1 to 65535",
+            "REDIS_PORT from env REDIS_PORT: 'abc' is not an integer "
+            "(a TCP port is 1 to 65535)",
         ),
         (
             "REDIS_PORT",
             "0",
-            "REDIS_PORT from env REDIS_PORT: '0' is out of range (expected an "
-            "integer from 1 to 65535); a TCP port is 1 to 65535",
+            "REDIS_PORT from env REDIS_PORT: '0' is out of range "
+            "(a TCP port is 1 to 65535)",
         ),
         (
             "REDIS_PORT",
             "65536",
-            "REDIS_PORT from env REDIS_PORT: '65536' is out of range (expected an "
-            "integer from 1 to 65535); a TCP port is 1 to 65535",
+            "REDIS_PORT from env REDIS_PORT: '65536' is out of range "
+            "(a TCP port is 1 to 65535)",
         ),
         (
             "HTTP_PORT",
             "-80",
-            "HTTP_PORT from env HTTP_PORT: '-80' is out of range (expected an "
-            "integer from 1 to 65535); a TCP port is 1 to 65535",
+            "HTTP_PORT from env HTTP_PORT: '-80' is out of range "
+            "(a TCP port is 1 to 65535)",
         ),
         (
             "REDIS_DB",
