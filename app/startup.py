@@ -1,8 +1,8 @@
 """Settings loaded once per process tree.
 
-gunicorn's config module loads them in the master to bind and size the pool;
-workers are forked from it and reuse the same object, so settings are read
-and logged once at startup and never per request.
+gunicorn's config module loads them in the master to bind and size the pool.
+Workers are forked from it and reuse the same object, so settings are read and
+logged once at startup and never per request.
 """
 
 from __future__ import annotations

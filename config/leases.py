@@ -1,11 +1,13 @@
 """Short-lived Redis credentials from Vault's database secrets engine.
 
-Each process holds its own lease, obtained after fork and renewed by its own
-thread: renewed at two thirds of its TTL, replaced by new credentials when
-Vault refuses to renew or caps the TTL (the role's max TTL is near), and
-revoked when the process stops. The Vault token is renewed the same way; an
-AppRole login is repeated when the token cannot be renewed, and because a
-lease dies with the token that created it, new credentials follow a new login.
+Each process has its own lease, obtained after fork and renewed by its own
+thread at two thirds of its TTL. New credentials replace it when Vault rejects
+a renewal or caps the TTL (the role's max TTL is near), and the lease is
+revoked when the process stops.
+
+The Vault token is renewed the same way. When it can no longer be renewed, an
+AppRole login is repeated, and new credentials follow, because a lease ends
+with the token that created it.
 
 While Vault is down the current credentials keep serving until they expire.
 """
@@ -110,8 +112,8 @@ class _NullObserver:
 class DynamicCredentials:
     """Redis credentials issued by `<mount>/creds/<role>`, kept valid per process.
 
-    Call `start()` in each worker after fork (or let `current()` start it on
-    first use); nothing obtained in a parent process is used in a child.
+    Call `start()` in each worker after fork, or let `current()` start it on
+    first use. Nothing obtained in a parent process is used in a child.
     """
 
     def __init__(
@@ -218,7 +220,7 @@ class DynamicCredentials:
             self._confirmed = generation
 
     def expired(self) -> bool:
-        """Return True when this process holds no unexpired credentials."""
+        """Return True when this process has no unexpired credentials."""
         lease = self._lease
         return lease is None or lease.remaining() <= 0
 
