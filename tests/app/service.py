@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,24 @@ from pathlib import Path
 
 import requests
 
+from tests.support.processes import (
+    child_pids,
+    descendant_pids,
+    pids_with_cmdline_containing,
+    read_proc,
+    stop_gracefully,
+)
 from tests.support.servers import LOOPBACK, free_port, read_log_tail
+
+# Re-exported for the tests that import them from here.
+__all__ = [
+    "GunicornService",
+    "ServiceStartError",
+    "child_pids",
+    "descendant_pids",
+    "pids_with_cmdline_containing",
+    "read_proc",
+]
 
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 COMMAND = [GUNICORN, "-c", "python:app.gunicorn_conf", "app:create_app()"]
@@ -123,71 +139,12 @@ class GunicornService:
 
     def stop(self) -> int | None:
         """Stop gunicorn gracefully with SIGTERM, and return its exit code."""
-        process = self.process
-        if process is None:
+        if self.process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-        return process.returncode
+        return stop_gracefully(self.process, STOP_TIMEOUT_SECONDS)
 
     def output(self) -> str:
         """Return everything gunicorn wrote so far, stdout then stderr."""
         return self.stdout_path.read_text(
             errors="replace"
         ) + self.stderr_path.read_text(errors="replace")
-
-
-def child_pids(pid: int) -> list[int]:
-    """Return the ids of the live child processes of `pid`, from /proc."""
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            text = (task / "children").read_text()
-        except FileNotFoundError:
-            continue
-        children += [int(child) for child in text.split()]
-
-    return sorted(children)
-
-
-def descendant_pids(pid: int) -> list[int]:
-    """Return `pid`'s children, their children and so on."""
-    found: list[int] = []
-    pending = child_pids(pid)
-    while pending:
-        child = pending.pop()
-        found.append(child)
-        pending += child_pids(child)
-
-    return sorted(found)
-
-
-def read_proc(pid: int, name: str) -> bytes:
-    """Return `/proc/<pid>/<name>`, or b"" when the process has exited."""
-    try:
-        return Path(f"/proc/{pid}/{name}").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return b""
-
-
-def pids_with_cmdline_containing(text: str) -> list[int]:
-    """Return every process on the machine whose command line contains `text`."""
-    needle = text.encode()
-    found: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        if needle in cmdline:
-            found.append(int(entry.name))
-
-    return found

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ import hvac
 import hvac.exceptions
 import requests
 
+from tests.support.processes import child_pids, stop_gracefully
 from tests.support.servers import (
     LOOPBACK,
     BaoServer,
@@ -294,37 +294,15 @@ class Gunicorn:
 
     def stop(self) -> int | None:
         """Send SIGTERM, gunicorn's graceful stop, and return the exit code."""
-        process = self.process
-        if process is None:
+        if self.process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-        return process.returncode
+        return stop_gracefully(self.process, STOP_TIMEOUT_SECONDS)
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def log(self) -> WorkerLog:
         return WorkerLog(self.output())
-
-
-def child_pids(pid: int) -> list[int]:
-    """Return the ids of the live child processes of `pid`, from /proc."""
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            text = (task / "children").read_text()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        children += [int(child) for child in text.split()]
-
-    return sorted(children)
 
 
 # The service's log format is "<date> <time> LEVEL [pid] logger: message".
