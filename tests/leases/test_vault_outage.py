@@ -79,6 +79,19 @@ def recovered(service: Gunicorn) -> bool:
     )
 
 
+def every_worker_back(service: Gunicorn, workers: list[int]) -> bool:
+    """Return True once each worker has logged that Vault answers again.
+
+    A probe of `/` reaches one worker only, and the others may still be
+    waiting for their next retry.
+    """
+    output = service.output()
+    back = [
+        f"[{pid}] config.leases: vault reachable again" in output for pid in workers
+    ]
+    return all(back) and recovered(service)
+
+
 def test_vault_unreachable_serves_until_expiry(
     stack_factory: StackFactory,
     tcp_proxy_factory: ProxyFactory,
@@ -143,7 +156,7 @@ def test_vault_sealed_serves_and_recovers(
     expired = wait_for(lambda: service.get("/readyz").status_code == 503, TTL)
     counter_refused = wait_for(lambda: service.get("/").status_code == 503, TTL)
     stack.bao.unseal()
-    came_back = wait_for(lambda: recovered(service), RECOVERY_SECONDS)
+    came_back = wait_for(lambda: every_worker_back(service, workers), RECOVERY_SECONDS)
     after = run_traffic(service.url(), seconds=1, threads=2)
 
     retries = [
