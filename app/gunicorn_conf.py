@@ -23,6 +23,9 @@ from .startup import startup_settings
 
 logger = logging.getLogger(__name__)
 
+# gunicorn's Arbiter.WORKER_BOOT_ERROR: the master halts when a worker exits so.
+WORKER_BOOT_ERROR = 3
+
 try:
     _settings = startup_settings()
     _role = _settings[s.VAULT_DB_ROLE]
@@ -91,8 +94,12 @@ def post_worker_init(worker: Any) -> None:
         lease.start()
     except ConfigError as error:
         logger.error("worker has no Redis credentials, exiting: %s", error)
-        # gunicorn stops the whole service when a worker fails to boot.
-        sys.exit(3)
+        # Exit code 3 makes gunicorn stop the whole service, which is right at
+        # startup (fail closed). A worker started later to replace one that
+        # died must not take the healthy ones down during a Vault outage, so
+        # it exits with 1 and gunicorn starts another.
+        first_start = worker.age <= workers
+        sys.exit(WORKER_BOOT_ERROR if first_start else 1)
 
 
 def worker_exit(server: Any, worker: Any) -> None:

@@ -136,7 +136,8 @@ class Store:
                 # Static credentials cannot be replaced, so resending is futile.
                 if attempt == 2 or not isinstance(self.credentials, LeaseCredentials):
                     raise
-                logger.info("redis rejected credentials, refreshing and retrying")
+                # DynamicCredentials logs the replacement, at most once a second.
+                logger.debug("redis rejected credentials, refreshing and retrying")
                 self.credentials.refresh(generation)
         raise AssertionError("unreachable")
 

@@ -40,6 +40,7 @@ RENEW_FRACTION = 2 / 3
 REVOKE_GRACE_SECONDS = 2.0
 MIN_REFRESH_INTERVAL = 1.0
 MAX_RETRY_DELAY = 30.0
+EXPIRED_RETRY_DELAY = 5.0
 
 
 def short_lease_id(lease_id: str) -> str:
@@ -181,7 +182,7 @@ class DynamicCredentials:
                 raise CredentialsError(
                     f"no Redis credentials from {self.path}: {error}"
                 ) from None
-            self._lease = lease
+            self._set_lease(lease)
             self._thread = threading.Thread(
                 target=self._run, name="vault-lease", daemon=True
             )
@@ -325,7 +326,8 @@ class DynamicCredentials:
             due.append(lease.obtained + lease.duration * RENEW_FRACTION)
             due.append(lease.expires_at)
         due.extend(revoke_at for _, revoke_at in self._retired)
-        if self._token_expires is not None:
+        can_act = self._token_renewable or self.config.auth_method == "approle"
+        if self._token_expires is not None and can_act:
             due.append(self._token_renew_at())
         return due
 
@@ -361,13 +363,25 @@ class DynamicCredentials:
         except _vault.Transient:
             raise
         except VaultError:
-            if self.config.auth_method != "approle":
+            if self.config.auth_method != "approle" or self._token_valid():
                 raise
-            # Rejected rather than unreachable: most likely the token expired
-            # during an outage. Its leases went with it, so start over.
-            logger.warning("vault rejected the token, logging in again")
+            # The token expired, for example during an outage, and its leases
+            # went with it, so start over with a new login.
+            logger.warning("vault token no longer valid, logging in again")
             self._login(retry=False)
             self._rotate(reason="new vault login")
+
+    def _token_valid(self) -> bool:
+        """Return False when Vault rejects this process's token itself."""
+        try:
+            self._request(
+                "token lookup", lambda: self._vault().auth.token.lookup_self()
+            )
+        except _vault.Transient:
+            raise
+        except VaultError:
+            return False
+        return True
 
     def _maintain_token(self, now: float) -> None:
         if self._token_expires is None or now < self._token_renew_at():
@@ -411,7 +425,7 @@ class DynamicCredentials:
     def _maintain_lease(self, now: float) -> None:
         lease = self._lease
         if lease is None:
-            self._lease = self._issue(retry=False)
+            self._set_lease(self._issue(retry=False))
             return
         if now < lease.obtained + lease.duration * RENEW_FRACTION:
             return
@@ -519,7 +533,6 @@ class DynamicCredentials:
                 f"vault credentials read at {self.path}: the reply has no lease "
                 "duration; check the role's default_ttl"
             )
-        self._generation += 1
         self._requested_ttl = duration
         return Lease(
             response["lease_id"],
@@ -528,13 +541,13 @@ class DynamicCredentials:
             duration,
             bool(response.get("renewable")),
             time.monotonic(),
-            self._generation,
+            self._generation + 1,
         )
 
     def _rotate(self, *, reason: str) -> Lease:
         old = self._lease
         new = self._issue(retry=False)
-        self._lease = new
+        self._set_lease(new)
         self.observer.rotated()
         if old is not None:
             grace = min(self.revoke_grace, max(old.remaining(), 0))
@@ -548,6 +561,13 @@ class DynamicCredentials:
         )
         self._wake.set()
         return new
+
+    def _set_lease(self, lease: Lease) -> None:
+        # The lease first, then its generation: a connection that reads the
+        # generation in between is tagged older than its user, so the pool
+        # retires it once more than needed, never too few times.
+        self._lease = lease
+        self._generation = lease.generation
 
     def _revoke_due(self, now: float) -> None:
         with self._lock:
@@ -594,9 +614,13 @@ class DynamicCredentials:
     def _schedule_retry(self) -> None:
         lease = self._lease
         delay = self._retry_delay
-        if lease is not None:
+        if lease is not None and lease.remaining() > 0:
             # Try at least a few times before the credentials run out.
             delay = min(delay, max(lease.remaining() / 4, 0.2))
+        else:
+            # Nothing left to keep alive: back off, but come back soon enough
+            # that the service recovers within seconds of Vault.
+            delay = min(delay, EXPIRED_RETRY_DELAY)
         self._retry_at = time.monotonic() + delay
         self._retry_delay = min(self._retry_delay * 2, MAX_RETRY_DELAY)
 

@@ -6,6 +6,8 @@ connection on loopback, as when Vault's process or host is down.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -176,3 +178,40 @@ def test_vault_sealed_serves_and_recovers(
     assert service.pid == master
     assert service.worker_pids() == workers
     assert service.output().count("Booting worker") == len(workers)
+
+
+def test_worker_replaced_during_outage_keeps_service(
+    stack_factory: StackFactory,
+    tcp_proxy_factory: ProxyFactory,
+    gunicorn_factory: GunicornFactory,
+) -> None:
+    # Long leases: the healthy worker can serve through the whole outage.
+    stack = stack_factory(default_ttl=60, max_ttl=MAX_TTL)
+    proxy = tcp_proxy_factory(stack.bao.port)
+    service = gunicorn_factory(
+        stack, vault_addr=proxy.addr, extra_env={"VAULT_RETRY_SECONDS": "1"}
+    )
+    master = service.pid
+    survivor, victim = service.worker_pids()
+
+    proxy.disable()
+    os.kill(victim, signal.SIGKILL)
+    # The replacement cannot log in, gives up after 1 s and exits; gunicorn
+    # starts another, and the master and the other worker stay up meanwhile.
+    time.sleep(4)
+    during = [service.get("/").status_code for _ in range(10)]
+    master_alive = service.process is not None and service.process.poll() is None
+    proxy.enable()
+    # Two leases from the first start, then one for a replacement.
+    came_back = wait_for(
+        lambda: service.output().count("redis credentials issued") >= 3,
+        RECOVERY_SECONDS,
+    )
+
+    assert master_alive
+    assert service.pid == master
+    assert survivor in service.worker_pids()
+    assert during.count(200) == len(during)
+    assert "worker has no Redis credentials, exiting" in service.output()
+    assert came_back
+    assert len(service.worker_pids()) == 2
