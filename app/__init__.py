@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from config import Settings
 from config import schema as s
-from config._load import vault_config
+from config._load import vault_config_of
 from config.leases import DynamicCredentials
 
 from .credentials import Credentials, LeaseCredentials
@@ -72,7 +72,7 @@ def dynamic_credentials(settings: Settings, role: str) -> DynamicCredentials:
     from .metrics import LeaseMetrics
 
     return DynamicCredentials(
-        vault_config(settings.__getitem__),
+        vault_config_of(settings),
         mount=settings[s.VAULT_DB_MOUNT],
         role=role,
         observer=LeaseMetrics(),

@@ -16,7 +16,7 @@ from gunicorn.glogging import Logger
 
 from config import ConfigError
 from config import schema as s
-from config._load import vault_config
+from config._load import vault_config_of
 from config.leases import verify_access
 
 from .startup import startup_settings
@@ -30,9 +30,7 @@ try:
     _settings = startup_settings()
     _role = _settings[s.VAULT_DB_ROLE]
     if _role:
-        verify_access(
-            vault_config(_settings.__getitem__), _settings[s.VAULT_DB_MOUNT], _role
-        )
+        verify_access(vault_config_of(_settings), _settings[s.VAULT_DB_MOUNT], _role)
 except ConfigError as error:
     # gunicorn would print a traceback, but the message alone states the fix.
     print(error, file=sys.stderr)

@@ -163,9 +163,10 @@ def _vault_source(
     )
 
 
-def vault_config(value: Any) -> VaultConfig:
+def vault_config(value: Any, secret_id_file: str | None = None) -> VaultConfig:
     """Build a `VaultConfig` from a getter such as `Settings.__getitem__`."""
     return VaultConfig(
+        secret_id_file=secret_id_file,
         addr=value(s.VAULT_ADDR),
         token=value(s.VAULT_TOKEN),
         role_id=value(s.VAULT_ROLE_ID),
@@ -176,6 +177,12 @@ def vault_config(value: Any) -> VaultConfig:
         timeout=value(s.VAULT_TIMEOUT),
         retry_seconds=value(s.VAULT_RETRY_SECONDS),
     )
+
+
+def vault_config_of(settings: Settings) -> VaultConfig:
+    """Build the `VaultConfig` of loaded settings, tracking the secret id's file."""
+    origin = settings.resolved(s.VAULT_SECRET_ID).origin
+    return vault_config(settings.__getitem__, secret_id_file=origin.path)
 
 
 def _cross_check(

@@ -16,6 +16,8 @@ class Origin:
 
     kind: str
     locator: str = ""
+    # The file a value was read from, so it can be read again (a secret id).
+    path: str | None = None
 
     def __str__(self) -> str:
         return f"{self.kind} {self.locator}" if self.locator else self.kind

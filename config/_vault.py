@@ -34,6 +34,8 @@ class VaultConfig:
     token: Secret | None = None
     role_id: str | None = None
     secret_id: Secret | None = None
+    # Read again at each login, so a secret id rotated in its file is used.
+    secret_id_file: str | None = None
     approle_mount: str = "approle"
     namespace: str | None = None
     cacert: str | None = None
@@ -123,7 +125,7 @@ def _approle_login(client: hvac.Client, config: VaultConfig, run: Any) -> TokenI
             f"{where}: VAULT_ROLE_ID is set but no secret id was found; "
             "set VAULT_SECRET_ID_FILE to the file holding it"
         )
-    secret_id = config.secret_id
+    secret_id = _current_secret_id(config)
     try:
         response = run(
             config,
@@ -236,3 +238,26 @@ def _status(error: hvac.exceptions.VaultError) -> str:
     code = getattr(error, "status_code", None) or "unexpected"
     safe = [e for e in errors if isinstance(e, str) and len(e) < 80]
     return f"{code}: {'; '.join(safe)}" if safe else str(code)
+
+
+def _current_secret_id(config: VaultConfig) -> Secret:
+    """Return the secret id from its file as it is now, or the loaded one."""
+    assert config.secret_id is not None
+    if config.secret_id_file is None:
+        return config.secret_id
+    try:
+        text = Path(config.secret_id_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        # The loaded value may still be valid; the login reports it if not.
+        reason = getattr(error, "strerror", None) or "invalid UTF-8"
+        logger.warning(
+            "secret id file not read again path=%s error=%s, using the loaded one",
+            config.secret_id_file,
+            reason,
+        )
+        return config.secret_id
+    for ending in ("\r\n", "\n", "\r"):
+        if text.endswith(ending):
+            text = text[: -len(ending)]
+            break
+    return Secret(text) if text else config.secret_id

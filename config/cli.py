@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from . import schema as s
-from ._load import load_settings, source_order, vault_config
+from ._load import load_settings, source_order, vault_config_of
 from ._model import Candidate, Origin
 from ._resolve import Resolved, Settings
 from ._secret import MASK, Secret
@@ -82,7 +82,7 @@ def with_dynamic_credentials(settings: Settings, *, request: bool) -> list[Resol
     lease: Lease | None = None
     if request:
         dynamic = DynamicCredentials(
-            vault_config(settings.__getitem__), settings[s.VAULT_DB_MOUNT], role
+            vault_config_of(settings), settings[s.VAULT_DB_MOUNT], role
         )
         lease = dynamic.start()
         dynamic.close(revoke=True)

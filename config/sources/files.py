@@ -120,13 +120,14 @@ class FileSource:
                 )
                 findings.problems.append(Problem(fld.name, f"env {variable}", reason))
                 return
-            origin = Origin("file", f"{named} (from {variable})")
+            origin = Origin("file", f"{named} (from {variable})", path=named)
             self._read(fld, Path(named), origin, findings, explicit=True)
 
         if not read_directory:
             return
         path = self.directory / fld.key
-        self._read(fld, path, Origin("file", str(path)), findings, explicit=False)
+        origin = Origin("file", str(path), path=str(path))
+        self._read(fld, path, origin, findings, explicit=False)
 
     def _read(
         self,

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from config import Secret
+from config import Secret, load_settings
+from config._load import vault_config_of
 from config._vault import VaultConfig
 from config.leases import DynamicCredentials
 from tests.conftest import ProxyFactory
-from tests.leases.stack import MOUNT, ROLE, Stack, start_stack
+from tests.leases.stack import MOUNT, ROLE, Stack, bootstrap, start_stack
 
 
 @pytest.fixture
@@ -40,6 +41,7 @@ def credentials(stack: Stack, addr: str) -> DynamicCredentials:
         addr=addr,
         role_id=stack.role_id,
         secret_id=Secret(stack.secret_id),
+        secret_id_file=str(stack.secret_id_file),
         timeout=1.0,
         retry_seconds=2.0,
     )
@@ -102,3 +104,58 @@ def test_token_expired_in_outage_recovers(
     assert current.username != first.username
     assert "logging in again" in caplog.text
     assert short_token_stack.service_users() == set()
+
+
+def test_rotated_secret_id_used_at_next_login(
+    short_token_stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack = short_token_stack
+    dynamic = credentials(stack, stack.bao.addr)
+    caplog.set_level(logging.INFO, logger="config.leases")
+    first = dynamic.start()
+    old_secret_id = stack.secret_id
+    try:
+        # The operator rotates the secret id: the old one stops working.
+        bootstrap(
+            stack.directory,
+            stack.redis,
+            stack.bao,
+            stack.default_ttl,
+            stack.max_ttl,
+            ["--token-ttl=3", "--token-max-ttl=4", "--rotate-secret-id"],
+        )
+        rotated = stack.secret_id
+        caplog.clear()
+        # The next login, within the token's 4 s max TTL, reads the new one.
+        replaced = wait_for(lambda: dynamic.current().username != first.username, 8)
+        state = dynamic.status().state
+    finally:
+        dynamic.close()
+
+    assert rotated != old_secret_id
+    assert replaced
+    assert "vault token near its end, logging in again" in caplog.text
+    assert state == "ok"
+
+
+def test_secret_id_file_tracked_from_settings(tmp_path: Path) -> None:
+    named = tmp_path / "sid"
+    named.write_text("secret-id-one\n")
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    (secrets_dir / "vault_secret_id").write_text("secret-id-two\n")
+    base = {"VAULT_ADDR": "http://127.0.0.1:1", "VAULT_ROLE_ID": "role"}
+
+    from_variable = load_settings(
+        {**base, "SECRETS_DIR": str(secrets_dir), "VAULT_SECRET_ID_FILE": str(named)}
+    )
+    from_directory = load_settings({**base, "SECRETS_DIR": str(secrets_dir)})
+    from_env = load_settings(
+        {**base, "SECRETS_DIR": str(tmp_path / "none"), "VAULT_SECRET_ID": "x"}
+    )
+
+    assert vault_config_of(from_variable).secret_id_file == str(named)
+    assert vault_config_of(from_directory).secret_id_file == str(
+        secrets_dir / "vault_secret_id"
+    )
+    assert vault_config_of(from_env).secret_id_file is None
