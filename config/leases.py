@@ -248,12 +248,22 @@ class DynamicCredentials:
                 lease.short_id,
             )
             try:
-                return self._rotate(reason="rejected by Redis")
+                return self._rotate_once_more_if_transient()
             except VaultError as error:
                 self._note_failure(error)
                 raise CredentialsError(
                     f"cannot replace Redis credentials from {self.path}: {error}"
                 ) from None
+
+    def _rotate_once_more_if_transient(self) -> Lease:
+        # A request is waiting, so one quick second try beats a 503: after a
+        # Redis restart the plugin's first reply is often a 500 from its stale
+        # admin connection, and the next one succeeds.
+        try:
+            return self._rotate(reason="rejected by Redis")
+        except _vault.Transient as error:
+            logger.info("credentials read failed, trying once more error=%s", error)
+            return self._rotate(reason="rejected by Redis")
 
     def status(self) -> CredentialStatus:
         lease = self._lease

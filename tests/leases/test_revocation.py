@@ -172,3 +172,27 @@ def test_preload_workers_own_leases(
     assert len(stack.vault_leases()) == 2
     assert {event.pid for event in log.of_kind("revoked")} == set(first_workers)
     assert not ports & set(connected_ports(service.pid))
+
+
+def test_redis_restart_recovers_without_restart(
+    stack_factory: StackFactory, gunicorn_factory: GunicornFactory
+) -> None:
+    stack = stack_factory(default_ttl=LONG_TTL, max_ttl=LONG_MAX_TTL)
+    service = gunicorn_factory(stack)
+    master = service.pid
+    before = run_traffic(service.url(), seconds=1, threads=2)
+
+    # Redis keeps nothing on disk, so the users Vault created are gone too.
+    stack.redis.restart()
+    came_back = wait_for(
+        lambda: all(service.get("/").status_code == 200 for _ in range(6)), 10.0
+    )
+    after = run_traffic(service.url(), seconds=1, threads=2)
+
+    assert before.failures == []
+    assert came_back
+    assert after.failures == []
+    assert service.pid == master
+    # Each worker replaced the user that Redis no longer knows.
+    assert len(service.log().rotated()) >= 2
+    assert len(stack.service_users()) == 2
