@@ -19,6 +19,9 @@ def startup_settings() -> Settings:
     """Return the settings of this process tree, loading them on first use."""
     global _settings
     if _settings is None:
+        # Warnings from the load itself go out in the service's format too;
+        # the configured level applies from the next line on.
+        configure_logging("INFO")
         settings = load_settings()
         configure_logging(settings[s.LOG_LEVEL])
         log_settings(settings)
