@@ -2,8 +2,8 @@
 
 Credentials reach redis-py only through a `CredentialProvider`, which redis-py
 calls each time it opens a connection, so rotated credentials need no change
-here. Each connection remembers the credential generation it logged in with;
-the pool reconnects one from an older generation before handing it out, so
+here. Each connection records the credential generation it logged in with.
+The pool reconnects one from an older generation before handing it out, so
 after a rotation every command runs as the new user.
 """
 
@@ -109,11 +109,11 @@ def make_pool(settings: Settings, credentials: Credentials | None) -> RotatingPo
 class Store:
     """Runs the counter's commands, one round trip each.
 
-    A command is sent again at most once, and only when Redis cannot have run
-    it: the connection or its AUTH failed before the command was written, or
-    Redis answered NOAUTH/WRONGPASS instead of running it. A connection that
-    drops after the command was written is not retried, because the INCR may
-    have counted.
+    A command is sent again at most once, after new Vault credentials, and
+    only when Redis rejected the old ones without running it: AUTH failed
+    before the command was written, or Redis replied NOAUTH/WRONGPASS. A
+    connection that drops after the command was written is not retried,
+    because the INCR may have counted.
     """
 
     def __init__(self, pool: RotatingPool, credentials: Credentials | None) -> None:
@@ -136,7 +136,7 @@ class Store:
                 # Static credentials cannot be replaced, so resending is futile.
                 if attempt == 2 or not isinstance(self.credentials, LeaseCredentials):
                     raise
-                # DynamicCredentials logs the replacement, at most once a second.
+                # DynamicCredentials logs the replacement itself.
                 logger.debug("redis rejected credentials, refreshing and retrying")
                 self.credentials.refresh(generation)
         raise AssertionError("unreachable")

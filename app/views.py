@@ -25,8 +25,8 @@ UNAVAILABLE = "Service Unavailable: the counter's store cannot be reached.\n"
 class _FailureLog:
     """Logs failed counter updates, at most `burst` lines per interval.
 
-    While Redis is down every request fails; one line per request would bury
-    the rest of the log, so the next logged line counts the ones left out.
+    While Redis is down every request fails, and one line per request would
+    bury the rest of the log. The next logged line counts the ones left out.
     """
 
     def __init__(self, interval: float = 10.0, burst: int = 5) -> None:

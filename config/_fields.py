@@ -11,7 +11,7 @@ import ipaddress
 import logging
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from ._secret import Secret
@@ -42,7 +42,6 @@ class Field(Generic[T]):
     env_only: bool = False
     # Settings that configure Vault cannot come from Vault itself.
     vault: bool = True
-    choices: tuple[str, ...] = field(default=())
 
     @property
     def key(self) -> str:
@@ -60,11 +59,6 @@ def _reject_control(text: str) -> None:
         raise ValueError("contains a control character (newline, tab, escape...)")
     if any(0xD800 <= ord(char) <= 0xDFFF for char in text):
         raise ValueError("is not valid UTF-8")
-
-
-def parse_str(text: str) -> str:
-    _reject_control(text)
-    return text
 
 
 def parse_nonempty(text: str) -> str:

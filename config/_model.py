@@ -12,7 +12,7 @@ from ._secret import Secret
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a value came from: a kind of source and a locator within it."""
+    """The place a value came from: a kind of source and a locator within it."""
 
     kind: str
     locator: str = ""
@@ -57,12 +57,11 @@ class Problem:
 
 @dataclass
 class Findings:
-    """What one source found: candidates in its own order, and problems."""
+    """The result of reading one source: candidates in its own order, and problems."""
 
     source: str
     candidates: list[Candidate] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 class Source(Protocol):

@@ -65,9 +65,6 @@ class Secret:
         # Pickling would write the plaintext into whatever stores the pickle.
         raise TypeError("Secret values cannot be pickled")
 
-    def __json__(self) -> str:
-        return MASK
-
 
 def json_default(value: object) -> Any:
     """Serialize a `Secret` as its mask; use as `json.dumps(..., default=...)`."""

@@ -108,7 +108,7 @@ class VaultSource:
 
         if not isinstance(data, dict):
             raise VaultError(
-                f"vault {action} at {self.config.addr}: the response holds no "
+                f"vault {action} at {self.config.addr}: the response contains no "
                 f"key/value data; check that {self.mount} is a KV version "
                 f"{self.kv_version} mount (VAULT_KV_VERSION)"
             )

@@ -290,7 +290,7 @@ def test_slow_redis_times_out_503(tmp_path: Path, redis_server: RedisServer) -> 
     client = make_app(tmp_path, redis_server, REDIS_SOCKET_TIMEOUT="0.5").test_client()
     assert client.get("/").status_code == 200
 
-    # CLIENT PAUSE holds every client's commands, so Redis accepts the
+    # CLIENT PAUSE delays every client's commands, so Redis accepts the
     # connection and the command but sends no reply until the pause ends.
     redis_server.admin_client().execute_command("CLIENT", "PAUSE", "3000", "ALL")
     started = time.monotonic()

@@ -1,8 +1,8 @@
 """DynamicCredentials in-process: the token's life, against real OpenBao and Redis.
 
 The gunicorn-level lifecycle (rotation under traffic, revocation, outages,
-shutdown) is specified in tests/leases; these tests drive one
-`DynamicCredentials` directly so the Vault token can be made to expire.
+shutdown) is specified in tests/leases. These tests drive one
+`DynamicCredentials` directly, so that the Vault token can be made to expire.
 """
 
 from __future__ import annotations

@@ -193,6 +193,6 @@ def test_redis_restart_recovers_without_restart(
     assert came_back
     assert after.failures == []
     assert service.pid == master
-    # Each worker replaced the user that Redis no longer knows.
+    # Each worker replaced the user that Redis no longer has.
     assert len(service.log().rotated()) >= 2
     assert len(stack.service_users()) == 2

@@ -82,7 +82,7 @@ def recovered(service: Gunicorn) -> bool:
 
 
 def every_worker_back(service: Gunicorn, workers: list[int]) -> bool:
-    """Return True once each worker has logged that Vault answers again.
+    """Return True once each worker has logged that Vault is reachable again.
 
     A probe of `/` reaches one worker only, and the others may still be
     waiting for their next retry.
